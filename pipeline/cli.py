@@ -1,0 +1,269 @@
+"""The `clipsql` command: one entry point, one subcommand per stage or question.
+
+Rows go to stdout (`--format table|json|csv`); progress bars, stage reports and errors go to
+stderr. Exit codes: 0 success, 1 failure, 2 usage, 3 source, 4 model, 5 database, 6 not
+found, 75 locked (another process holds the database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+from collections.abc import Sequence
+
+from . import __version__
+from .config import DEFAULT_MODEL, Settings, load_settings
+from .db import open_database
+from .errors import ClipsqlError, UsageError
+from .output import FORMATS, emit
+from .report import StageReport
+
+EPILOG = """examples:
+  clipsql demo                                   offline sample: extract, embed, load, search, analytics
+  clipsql run --limit 1000                       Unsplash Lite: first 1000 photos, CLIP ViT-B/32
+  clipsql search --text "foggy mountain lake" -k 5
+  clipsql search --photo-id XMyPniM9LF0 --format json
+  clipsql query similar_downloads --param photo_id=XMyPniM9LF0 --param k=10
+  clipsql sql "SELECT count() FROM conversions"
+
+configuration: flags > environment (CLIPSQL_DATA_DIR, CLIPSQL_DSN, CLIPSQL_MODEL, ...) > .env > defaults.
+The database password comes only from the CLIPSQL_PASSWORD environment variable."""
+
+READ_ONLY_STATEMENT = re.compile(r"^\s*(\(|SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.IGNORECASE)
+
+
+def _common() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("where")
+    group.add_argument("--data-dir", metavar="DIR", help="data directory (env CLIPSQL_DATA_DIR, default ./data)")
+    group.add_argument("--dsn", metavar="DSN",
+                       help="chdb:///path or http(s)://user@host:port/db (env CLIPSQL_DSN; default chDB in DATA_DIR)")
+    group.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
+    return parent
+
+
+def _formats() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    return parent
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common, formats = _common(), _formats()
+    parser = argparse.ArgumentParser(
+        prog="clipsql",
+        description="Image search as SQL: Unsplash Lite -> CLIP embeddings -> Parquet -> ClickHouse vector indexes.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"clipsql {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=help_text, parents=[common, *parents])
+
+    source_help = ("dataset: an http(s) URL of an Unsplash Lite zip (default: the published one), a local zip or "
+                   "directory of TSV files, hf:OWNER/NAME (precomputed vectors) or sample (bundled, offline)")
+    model_help = (f"HuggingFace CLIP model id (default {DEFAULT_MODEL}), a local save_pretrained directory, or "
+                  "efficientnet-lite0 (offline ImageNet weights)")
+
+    run = command("run", "extract + embed + load, with the stage reports at the end")
+    run.add_argument("--source", help=source_help)
+    run.add_argument("--limit", type=_positive_int, help="keep only the first N photos")
+    run.add_argument("--model", help=model_help)
+    run.add_argument("--retry-failed", action="store_true", help="fetch again the images that failed before")
+
+    extract = command("extract", "read the dataset into typed Parquet files (one per table)")
+    extract.add_argument("--source", help=source_help)
+    extract.add_argument("--limit", type=_positive_int, help="keep only the first N photos and their rows")
+
+    embed = command("embed", "compute image vectors for photos that do not have one yet")
+    embed.add_argument("--model", help=model_help)
+    embed.add_argument("--batch-size", type=_positive_int, help="images per model call (default 32)")
+    embed.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the model runs (default auto)")
+    embed.add_argument("--workers", type=_positive_int, help="concurrent image downloads (default 16)")
+    embed.add_argument("--retry-failed", action="store_true", help="fetch again the images that failed before")
+
+    command("load", "create the ClickHouse tables from Parquet and build the vector index")
+
+    search = command("search", "find the photos nearest to a photo, an image or a text", formats)
+    what = search.add_mutually_exclusive_group(required=True)
+    what.add_argument("--photo-id", metavar="ID", help="a photo in the database (excluded from its own results)")
+    what.add_argument("--image", metavar="PATH_OR_URL", help="an image file or http(s) URL")
+    what.add_argument("--text", metavar="TEXT", action="append",
+                      help="a text description (CLIP models); repeat to combine several")
+    search.add_argument("-k", type=_positive_int, default=10, help="how many results (default 10)")
+    search.add_argument("--model", help="which loaded model to search (default: the last one embedded)")
+    search.add_argument("--exact", action="store_true", help="full scan instead of the HNSW index")
+
+    query = command("query", "run a named analytics query from queries/", formats)
+    query.add_argument("name", nargs="?", help="query name (see --list)")
+    query.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a query parameter")
+    query.add_argument("--list", action="store_true", help="list the queries with their parameters")
+
+    sql = command("sql", "run ad-hoc SQL (read-only unless --write)", formats)
+    sql.add_argument("statement", help="the SQL statement")
+    sql.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="bind a {KEY:Type} parameter used in the statement")
+    sql.add_argument("--write", action="store_true", help="allow statements that change data or schema")
+
+    command("status", "what is loaded: tables, models, coverage, index", formats)
+
+    demo = command("demo", "offline demo on the bundled sample: run the pipeline, search, analytics", formats)
+    demo.add_argument("--model", help=f"default: {DEFAULT_MODEL} if its weights are cached, else efficientnet-lite0")
+    demo.add_argument("-k", type=_positive_int, default=5, help="results per search (default 5)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    flags = {name: getattr(args, name, None) for name in
+             ("data_dir", "dsn", "source", "model", "batch_size", "device", "workers")}
+    return load_settings(flags)
+
+
+def _report(settings: Settings, report: StageReport, quiet: bool) -> None:
+    report.save(settings.paths().reports)
+    if not quiet:
+        print(report.summary(), file=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from .runner import run_pipeline
+
+    reports = run_pipeline(settings, source=args.source, limit=args.limit, model=args.model,
+                           retry_failed=args.retry_failed)
+    if not args.quiet:
+        print("\n".join(["", "run finished:"] + [r.summary() for r in reports]), file=sys.stderr)
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace, settings: Settings) -> int:
+    from .extract import extract
+    from .state import update_state
+
+    _report(settings, extract(settings, args.source, args.limit), args.quiet)
+    update_state(settings.paths(), source=args.source or settings.source, limit=args.limit)
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
+    from .embed import embed
+    from .state import update_state
+
+    model = args.model or settings.model
+    _report(settings, embed(settings, model, retry_failed=args.retry_failed), args.quiet)
+    update_state(settings.paths(), model=model)
+    return 0
+
+
+def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
+    from .load import load
+
+    with open_database(settings) as db:
+        _report(settings, load(db, settings), args.quiet)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from .search import search
+
+    started = time.perf_counter()
+    with open_database(settings) as db:
+        rows = search(db, settings, photo_id=args.photo_id, image=args.image, text=args.text, k=args.k,
+                      model=args.model, exact=args.exact)
+    emit(rows, args.format)
+    if not args.quiet and args.format == "table":
+        print(f"search took {time.perf_counter() - started:.3f} s", file=sys.stderr)
+    return 0
+
+
+def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
+    from .queries import list_queries, parse_param_args, run_query
+
+    if args.list or not args.name:
+        rows = [{"name": q.name, "summary": q.summary,
+                 "parameters": ", ".join(f"{p.name} {p.type}" + (f"={p.default}" if p.default else "") for p in q.params)}
+                for q in list_queries()]
+        emit(rows, args.format)
+        return 0
+    with open_database(settings) as db:
+        emit(run_query(db, settings, args.name, parse_param_args(args.param)), args.format)
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
+    from .queries import parse_param_args
+    from .sqlfile import SqlFile, bind_parameters
+
+    statement = args.statement.strip().rstrip(";")
+    if not statement:
+        raise UsageError("the SQL statement is empty")
+    pseudo = SqlFile(name="sql", path=None, summary="", description="", text=statement)  # type: ignore[arg-type]
+    params = bind_parameters(pseudo, parse_param_args(args.param))
+    with open_database(settings) as db:
+        if READ_ONLY_STATEMENT.match(statement):
+            emit(db.query_arrow(statement, params), args.format)
+        elif not args.write:
+            raise UsageError("this statement may change data or schema; add --write if that is what you want")
+        else:
+            result = db.command(statement, params)
+            if not args.quiet:
+                print(f"ok{'' if result in (None, '') else f': {result}'}", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from .status import collect_status
+
+    with open_database(settings) as db:
+        emit(collect_status(db, settings), args.format)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from .demo import run_demo
+
+    run_demo(settings, model=args.model, k=args.k, fmt=args.format, quiet=args.quiet)
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run, "extract": cmd_extract, "embed": cmd_embed, "load": cmd_load, "search": cmd_search,
+    "query": cmd_query, "sql": cmd_sql, "status": cmd_status, "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("clickhouse_connect", "httpx", "urllib3", "datasets", "huggingface_hub", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        settings = _settings(args)
+        return COMMANDS[args.command](args, settings)
+    except ClipsqlError as exc:
+        print(f"clipsql {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"clipsql {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Stage 2, embed: photos.parquet -> image vectors per model, as append-only Parquet parts.
+
+Thumbnails are fetched by a bounded pool of threads, decoded and preprocessed in those threads
+while the main thread runs the model on full batches, so network, decoding and inference
+overlap. Work already done is never repeated: photos with a vector for this model are skipped,
+photos that failed are skipped unless `--retry-failed`, and fetched bytes stay in the image
+cache. Vectors and failures are flushed to disk every few hundred images, so a killed run
+loses at most that much compute and no downloads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from .config import Settings
+from .encoders import Encoder, load_encoder
+from .errors import ClipsqlError
+from .images import ImageError, ImageFetcher, decode_image, thumbnail_url
+from .report import StageReport
+from .store import EmbeddingStore
+
+FLUSH_ROWS = 512
+FLUSH_SECONDS = 30.0
+
+
+@dataclass
+class Prepared:
+    index: int
+    pixels: np.ndarray | None = None
+    sha256: str = ""
+    error: ImageError | None = None
+    from_cache: bool = False
+
+
+def read_photos(settings: Settings) -> pa.Table:
+    path = settings.paths().parquet / "photos.parquet"
+    if not path.exists():
+        raise ClipsqlError(f"{path} does not exist; run `clipsql extract` (or `clipsql run`) first")
+    return pq.read_table(path, columns=["photo_id", "photo_image_url"])
+
+
+def _now_ms(n: int) -> pa.Array:
+    return pa.array([int(time.time() * 1000)] * n, pa.timestamp("ms", tz="UTC"))
+
+
+class _Flusher:
+    """Buffers vectors and failures and writes them as parts, by size or by time."""
+
+    def __init__(self, store: EmbeddingStore) -> None:
+        self.store = store
+        self.ids: list[str] = []
+        self.urls: list[str] = []
+        self.hashes: list[str] = []
+        self.vectors: list[np.ndarray] = []
+        self.failures: list[tuple[str, str, str, str]] = []
+        self.last = time.monotonic()
+
+    def add_vectors(self, ids: list[str], urls: list[str], hashes: list[str], vectors: np.ndarray) -> None:
+        self.ids += ids
+        self.urls += urls
+        self.hashes += hashes
+        self.vectors.append(vectors)
+
+    def maybe_flush(self) -> None:
+        if len(self.ids) + len(self.failures) >= FLUSH_ROWS or time.monotonic() - self.last > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.failures:
+            pid, url, reason, detail = zip(*self.failures, strict=True)
+            self.store.write_failures(pa.table({
+                "photo_id": list(pid), "model": [self.store.model] * len(pid), "url": list(url),
+                "reason": list(reason), "detail": list(detail), "failed_at": _now_ms(len(pid)),
+            }))
+            self.failures = []
+        if self.ids:
+            matrix = np.concatenate(self.vectors).astype(np.float32)
+            flat = pa.array(matrix.ravel(), pa.float32())
+            self.store.write_embeddings(pa.table({
+                "photo_id": self.ids, "model": [self.store.model] * len(self.ids),
+                "embedding": pa.ListArray.from_arrays(pa.array(np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int32)), flat),
+                "sha256": self.hashes, "image_url": self.urls, "embedded_at": _now_ms(len(self.ids)),
+            }))
+            self.ids, self.urls, self.hashes, self.vectors = [], [], [], []
+        self.last = time.monotonic()
+
+
+def embed(
+    settings: Settings,
+    model: str | None = None,
+    *,
+    batch_size: int | None = None,
+    device: str | None = None,
+    retry_failed: bool = False,
+    encoder: Encoder | None = None,
+) -> StageReport:
+    model = model or settings.model
+    batch_size = batch_size or settings.batch_size
+    report = StageReport("embed")
+    paths = settings.paths()
+    photos = read_photos(settings)
+    store = EmbeddingStore(paths.embeddings, model)
+    done = pc.is_in(photos["photo_id"], store.embedded_ids())
+    failures = store.failures()
+    failed_before = pc.is_in(photos["photo_id"], failures["photo_id"])
+    todo_mask = pc.and_(pc.invert(done), pc.invert(failed_before)) if not retry_failed else pc.invert(done)
+    todo = photos.filter(todo_mask)
+    report.rows_in = photos.num_rows
+    already, skipped_failed = pc.sum(done).as_py() or 0, 0 if retry_failed else (pc.sum(failed_before).as_py() or 0)
+    report.details = {"model": store.model, "already_embedded": already, "failed_earlier_not_retried": skipped_failed}
+
+    fetched_network = cache_hits = 0
+    reasons: Counter = Counter()
+    if todo.num_rows:
+        encoder = encoder or load_encoder(model, device or settings.device)
+        store.ensure_meta(encoder.dim, encoder.kind)
+        report.details.update({"dim": encoder.dim, "device": encoder.device, "encoder": encoder.kind})
+        fetcher = ImageFetcher(paths.images, timeout=settings.http_timeout, retries=settings.http_retries,
+                               pool_size=settings.workers)
+        ids = todo["photo_id"].to_pylist()
+        urls = todo["photo_image_url"].to_pylist()
+        flusher = _Flusher(store)
+
+        def prepare(index: int) -> Prepared:
+            try:
+                fetched = fetcher.fetch(thumbnail_url(urls[index]))
+                image = decode_image(fetched.data, encoder.input_size)
+                return Prepared(index, encoder.prepare(image), fetched.sha256, from_cache=fetched.from_cache)
+            except ImageError as exc:
+                return Prepared(index, error=exc)
+
+        batch: list[Prepared] = []
+
+        def run_batch() -> None:
+            vectors = encoder.encode_images(np.stack([p.pixels for p in batch]))
+            flusher.add_vectors([ids[p.index] for p in batch], [urls[p.index] for p in batch],
+                                [p.sha256 for p in batch], vectors)
+            batch.clear()
+
+        started = time.monotonic()
+        window = max(settings.workers * 2, batch_size * 2)
+        with ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="fetch") as pool, \
+                tqdm(total=len(ids), unit="img", desc=f"embed {store.slug}", disable=None) as bar:
+            in_flight: set[Future[Prepared]] = set()
+            next_index = 0
+            while next_index < len(ids) or in_flight:
+                while next_index < len(ids) and len(in_flight) < window:
+                    in_flight.add(pool.submit(prepare, next_index))
+                    next_index += 1
+                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    prepared = future.result()
+                    if prepared.error is None:
+                        batch.append(prepared)
+                        cache_hits += prepared.from_cache
+                        fetched_network += not prepared.from_cache
+                    else:
+                        reasons[prepared.error.reason] += 1
+                        flusher.failures.append((ids[prepared.index], urls[prepared.index], prepared.error.reason,
+                                                 prepared.error.detail))
+                        bar.update(1)
+                    if len(batch) >= batch_size:
+                        bar.update(len(batch))
+                        run_batch()
+                        flusher.maybe_flush()
+            if batch:
+                bar.update(len(batch))
+                run_batch()
+            flusher.flush()
+        elapsed = time.monotonic() - started
+        embedded_now = todo.num_rows - sum(reasons.values())
+        report.details.update({"images_per_s": round(embedded_now / elapsed, 2) if elapsed else None,
+                               "http_requests": fetcher.network_requests, "cache_hits": cache_hits,
+                               "fetched": fetched_network})
+        report.rows_out = embedded_now
+    report.rejected = sum(reasons.values())
+    report.rejects_by_reason.update(reasons)
+    report.skipped = already + skipped_failed
+    _write_failure_list(settings, store)
+    return report.finish()
+
+
+def _write_failure_list(settings: Settings, store: EmbeddingStore) -> None:
+    """All photos currently without a vector because of a failure, where a user looks for rejects."""
+    failures = store.failures()
+    path = settings.paths().rejects / f"embed-{store.slug}.csv"
+    if failures.num_rows == 0:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pacsv.write_csv(failures.select(["photo_id", "reason", "detail", "url", "failed_at"]), path)

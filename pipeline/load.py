@@ -1,0 +1,209 @@
+"""Stage 3, load: Parquet -> ClickHouse tables, swapped in atomically, then the vector index.
+
+Every table is built as `_stage_<name>` from its DDL in `sql/tables/`, filled through Arrow,
+checked, and exchanged with the live table in one statement, so queries see either the old
+or the new table and a re-run never duplicates rows. Embedding tables get their HNSW index
+after the bulk insert and a merge to one part (building it on insert and again on merge would
+build it twice). Tables whose source files did not change are left alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from .config import Settings
+from .db import Database
+from .errors import ClipsqlError, DatabaseError
+from .report import StageReport
+from .schemas import TABLES
+from .store import EmbeddingStore, stored_models
+
+INSERT_CHUNK = 200_000
+STAGE_PREFIX = "_stage_"
+
+
+@dataclass
+class IndexParams:
+    """HNSW build parameters; see sql/index/add_vector_index.sql."""
+
+    metric: str = "cosineDistance"
+    quantization: str = "bf16"
+    m: int = 32
+    ef_construction: int = 128
+
+    def template(self, dim: int) -> dict:
+        if self.metric not in ("cosineDistance", "L2Distance"):
+            raise ClipsqlError(f"index metric must be cosineDistance or L2Distance, got {self.metric!r}")
+        if self.quantization not in ("f64", "f32", "f16", "bf16", "i8", "b1"):
+            raise ClipsqlError(f"index quantization must be f64, f32, f16, bf16, i8 or b1, got {self.quantization!r}")
+        return {"metric": f"'{self.metric}'", "dim": int(dim), "quantization": f"'{self.quantization}'",
+                "m": int(self.m), "ef_construction": int(self.ef_construction)}
+
+
+def ensure_catalog(db: Database) -> None:
+    db.run_file("tables/models.sql")
+    db.run_file("tables/load_state.sql")
+
+
+def _fingerprint_file(path) -> str:
+    stat = path.stat()
+    return hashlib.sha256(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+
+
+def loaded_fingerprint(db: Database, name: str) -> str | None:
+    rows = db.query_rows("SELECT fingerprint FROM load_state FINAL WHERE object = {o:String}", {"o": name})
+    return rows[0][0] if rows else None
+
+
+def _record(db: Database, name: str, fingerprint: str, rows: int) -> None:
+    db.insert_arrow("load_state", pa.table({
+        "object": [name], "fingerprint": [fingerprint], "rows": pa.array([rows], pa.uint64()),
+        "loaded_at": pa.array([int(time.time() * 1000)], pa.timestamp("ms", tz="UTC")),
+    }))
+
+
+def _insert(db: Database, table: str, data: pa.Table, desc: str) -> None:
+    with tqdm(total=data.num_rows, unit="row", desc=desc, disable=None, leave=False) as bar:
+        for offset in range(0, data.num_rows, INSERT_CHUNK):
+            chunk = data.slice(offset, INSERT_CHUNK)
+            db.insert_arrow(table, chunk)
+            bar.update(chunk.num_rows)
+
+
+def swap_in(db: Database, live: str, stage: str) -> None:
+    """Make `stage` the live table atomically and drop what was live before."""
+    if db.table_exists(live):
+        db.command("EXCHANGE TABLES {a:Identifier} AND {b:Identifier}", {"a": live, "b": stage})
+        db.command("DROP TABLE {t:Identifier} SYNC", {"t": stage})
+    else:
+        db.command("RENAME TABLE {a:Identifier} TO {b:Identifier}", {"a": stage, "b": live})
+
+
+def _load_metadata_table(db: Database, settings: Settings, table: str, report: StageReport) -> None:
+    path = settings.paths().parquet / f"{table}.parquet"
+    data = pq.read_table(path)
+    fingerprint = _fingerprint_file(path)
+    stats = {"rows": data.num_rows}
+    if loaded_fingerprint(db, table) == fingerprint and db.table_exists(table):
+        report.skipped += data.num_rows
+        stats["unchanged"] = True
+    else:
+        stage = STAGE_PREFIX + table
+        db.command("DROP TABLE IF EXISTS {t:Identifier} SYNC", {"t": stage})
+        db.run_file(f"tables/{table}.sql", {"table": stage})
+        _insert(db, stage, data, f"load {table}")
+        loaded = db.count(stage)
+        if loaded != data.num_rows:
+            raise DatabaseError(f"load {table}: inserted {data.num_rows} rows but the table holds {loaded}")
+        swap_in(db, table, stage)
+        _record(db, table, fingerprint, data.num_rows)
+        report.rows_out += data.num_rows
+    report.rows_in += data.num_rows
+    report.details.setdefault("tables", {})[table] = stats
+
+
+def _valid_vector_rows(vectors: pa.ChunkedArray, dim: int) -> np.ndarray:
+    vectors = vectors.combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(vectors), 0).to_numpy(zero_copy_only=False)
+    ok = lengths == dim
+    values = pc.list_flatten(vectors).to_numpy(zero_copy_only=False)
+    parents = pc.list_parent_indices(vectors).to_numpy(zero_copy_only=False)
+    ok[np.unique(parents[~np.isfinite(values)])] = False
+    return ok
+
+
+def build_vector_index(db: Database, table: str, dim: int, params: IndexParams) -> dict:
+    """Merge to one part, then build the HNSW index once and check that it exists."""
+    started = time.monotonic()
+    parts = int(db.command("SELECT count() FROM system.parts WHERE database = currentDatabase() AND table = {t:String} "
+                           "AND active", {"t": table}))
+    if parts > 1:
+        db.command("OPTIMIZE TABLE {t:Identifier} FINAL", {"t": table}, settings={"optimize_throw_if_noop": 0})
+    db.run_file("index/add_vector_index.sql", {"table": table}, template=params.template(dim))
+    db.command("ALTER TABLE {t:Identifier} MATERIALIZE INDEX vec", {"t": table}, settings={"mutations_sync": 2})
+    size = int(db.command(
+        "SELECT sum(data_compressed_bytes) FROM system.data_skipping_indices WHERE database = currentDatabase() "
+        "AND table = {t:String} AND name = 'vec'", {"t": table}) or 0)
+    rows = db.count(table)
+    if rows and size == 0:
+        raise DatabaseError(f"vector index on {table} was not built (0 bytes); run `clipsql load` again")
+    return {"index_bytes": size, "index_build_s": round(time.monotonic() - started, 2), "parts_before_merge": parts}
+
+
+def load_embeddings(db: Database, settings: Settings, store: EmbeddingStore, photo_ids: pa.Array,
+                    photos_fingerprint: str, params: IndexParams, report: StageReport) -> None:
+    meta = store.meta()
+    if meta is None:
+        return
+    dim = int(meta["dim"])
+    fingerprint = hashlib.sha256(
+        f"{store.fingerprint()}|{photos_fingerprint}|{params.template(dim)}".encode()).hexdigest()
+    stats: dict = {"table": store.table_name, "dim": dim}
+    report.details.setdefault("models", {})[store.model] = stats
+    if loaded_fingerprint(db, store.table_name) == fingerprint and db.table_exists(store.table_name):
+        stats["unchanged"] = True
+        stats["vectors"] = db.count(store.table_name)
+        report.skipped += stats["vectors"]
+        report.rows_in += stats["vectors"]
+        return
+    vectors = store.read_all()
+    current = pc.is_in(vectors["photo_id"], photo_ids)
+    removed = vectors.num_rows - (pc.sum(current).as_py() or 0)
+    vectors = vectors.filter(current)
+    ok = _valid_vector_rows(vectors["embedding"], dim)
+    bad = vectors.filter(pa.array(~ok))
+    vectors = vectors.filter(pa.array(ok))
+    reject_path = settings.paths().rejects / f"load-{store.slug}.csv"
+    if bad.num_rows:
+        reject_path.parent.mkdir(parents=True, exist_ok=True)
+        pacsv.write_csv(pa.table({"photo_id": bad["photo_id"], "reason": pa.array(
+            [f"vector is not {dim} finite numbers"] * bad.num_rows)}), reject_path)
+        report.rejects_by_reason[f"{store.slug}: vector is not {dim} finite numbers"] += bad.num_rows
+    else:
+        reject_path.unlink(missing_ok=True)
+    report.rows_in += vectors.num_rows + bad.num_rows + removed
+    report.rejected += bad.num_rows
+    report.skipped += removed
+
+    stage = STAGE_PREFIX + store.table_name
+    db.command("DROP TABLE IF EXISTS {t:Identifier} SYNC", {"t": stage})
+    db.run_file("tables/embeddings.sql", {"table": stage, "dim": dim})
+    _insert(db, stage, vectors, f"load {store.slug}")
+    stats.update(build_vector_index(db, stage, dim, params))
+    swap_in(db, store.table_name, stage)
+    db.run_file("tables/photo_embeddings.sql")
+    db.insert_arrow("models", pa.table({
+        "model": [store.model], "table_name": [store.table_name], "dim": pa.array([dim], pa.uint32()),
+        "encoder": [meta.get("encoder", "")], "vectors": pa.array([vectors.num_rows], pa.uint64()),
+        "loaded_at": pa.array([int(time.time() * 1000)], pa.timestamp("ms", tz="UTC")),
+    }))
+    _record(db, store.table_name, fingerprint, vectors.num_rows)
+    stats["vectors"] = vectors.num_rows
+    stats["removed_photos"] = removed
+    report.rows_out += vectors.num_rows
+
+
+def load(db: Database, settings: Settings, params: IndexParams | None = None) -> StageReport:
+    params = params or IndexParams()
+    report = StageReport("load")
+    parquet = settings.paths().parquet
+    if not (parquet / "photos.parquet").exists():
+        raise ClipsqlError(f"{parquet / 'photos.parquet'} does not exist; run `clipsql extract` first")
+    ensure_catalog(db)
+    for table in TABLES:
+        _load_metadata_table(db, settings, table, report)
+    photo_ids = pq.read_table(parquet / "photos.parquet", columns=["photo_id"])["photo_id"].combine_chunks()
+    photos_fingerprint = _fingerprint_file(parquet / "photos.parquet")
+    for model in stored_models(settings.paths().embeddings):
+        store = EmbeddingStore(settings.paths().embeddings, model)
+        load_embeddings(db, settings, store, photo_ids, photos_fingerprint, params, report)
+    return report.finish()

@@ -1,0 +1,53 @@
+"""Named analytics queries: the `.sql` files in `queries/`, run with bound parameters.
+
+The files are plain ClickHouse SQL with `{name:Type}` parameters, so they run unchanged in
+`clickhouse-client --param_name=...`. clipsql adds two conveniences: parameters with a default
+in the header may be left out, and `model` defaults to the model searches use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from .config import Settings
+from .db import Database
+from .errors import NotFoundError, UsageError
+from .resources import queries_dir
+from .search import photo_vector, resolve_model
+from .sqlfile import SqlFile, bind_parameters, parse_sql_file
+
+
+def list_queries() -> list[SqlFile]:
+    return [parse_sql_file(path) for path in sorted(queries_dir().glob("*.sql"))]
+
+
+def get_query(name: str) -> SqlFile:
+    path = queries_dir() / f"{name}.sql"
+    if not path.is_file() or "/" in name or "\\" in name:
+        names = ", ".join(q.name for q in list_queries())
+        raise NotFoundError(f"no query named {name!r}; available: {names} (clipsql query --list)")
+    return parse_sql_file(path)
+
+
+def parse_param_args(pairs: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UsageError(f"--param {pair!r}: expected KEY=VALUE")
+        key, value = pair.split("=", 1)
+        params[key.strip()] = value
+    return params
+
+
+def run_query(db: Database, settings: Settings, name: str, params: dict[str, Any]) -> pa.Table:
+    query = get_query(name)
+    given = dict(params)
+    placeholders = query.placeholders
+    if "model" in placeholders and "model" not in given:
+        given["model"] = resolve_model(db, settings).name
+    bound = bind_parameters(query, given)
+    if "photo_id" in bound and "model" in bound:
+        photo_vector(db, resolve_model(db, settings, bound["model"]), bound["photo_id"])  # clear error if missing
+    return db.query_arrow(query.text.rstrip().rstrip(";"), bound)

@@ -1,0 +1,145 @@
+"""Embeddings on disk: append-only Parquet parts per model, plus remembered failures.
+
+Each embed run adds parts (`part-<ns>.parquet`) written atomically; nothing is rewritten, so
+a killed run loses at most the batch it was computing. The set of embedded photos is the union
+of the parts; a photo embedded twice (an image that changed) keeps its newest vector. Failed
+photos are kept the same way (`failed-<ns>.parquet`) so they are not fetched again unless the
+user asks for it. One model's directory never touches another's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .errors import ModelError
+from .fsutil import atomic_write_json, atomic_write_parquet, read_json
+from .schemas import EMBEDDING_SCHEMA, FAILURE_SCHEMA
+
+
+def canonical_model_name(model: str) -> str:
+    """Local model directories are named by absolute path, so a relative path means one model."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    return model
+
+
+def model_slug(model: str) -> str:
+    """A stable, SQL-safe name for a model, used for its directory and its table."""
+    model = canonical_model_name(model)
+    if model.startswith("/"):
+        base = re.sub(r"[^a-z0-9]+", "_", Path(model).name.lower()).strip("_") or "model"
+        return f"{base[:40]}_{hashlib.sha1(model.encode()).hexdigest()[:8]}"
+    slug = re.sub(r"[^a-z0-9]+", "_", model.lower()).strip("_")
+    if len(slug) > 56:
+        slug = f"{slug[:47]}_{hashlib.sha1(model.encode()).hexdigest()[:8]}"
+    return slug or "model"
+
+
+def _latest_per_photo(table: pa.Table, time_column: str) -> pa.Table:
+    if table.num_rows == 0:
+        return table
+    order = pc.sort_indices(table, sort_keys=[("photo_id", "ascending"), (time_column, "descending")])
+    table = table.take(order)
+    ids = table["photo_id"]
+    first = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)) if len(ids) > 1 else pa.array([], pa.bool_())
+    keep = pa.concat_arrays([pa.array([True]), first.combine_chunks() if isinstance(first, pa.ChunkedArray) else first])
+    return table.filter(keep)
+
+
+def stored_models(root: Path) -> list[str]:
+    """The models that have an embeddings directory, by their canonical names."""
+    if not root.is_dir():
+        return []
+    names = [read_json(path / "model.json", {}).get("model") for path in sorted(root.iterdir())]
+    return [name for name in names if name]
+
+
+class EmbeddingStore:
+    """The embeddings directory of one model."""
+
+    def __init__(self, root: Path, model: str) -> None:
+        self.model = canonical_model_name(model)
+        self.slug = model_slug(model)
+        self.dir = root / self.slug
+
+    @property
+    def table_name(self) -> str:
+        return f"embeddings_{self.slug}"
+
+    # -- model metadata --------------------------------------------------------------------------
+    def meta(self) -> dict | None:
+        return read_json(self.dir / "model.json")
+
+    def ensure_meta(self, dim: int, encoder: str) -> None:
+        existing = self.meta()
+        if existing and existing["dim"] != dim:
+            raise ModelError(
+                f"model {self.model}: its stored vectors have {existing['dim']} dimensions but the model now "
+                f"gives {dim}; use a new model name or delete {self.dir}"
+            )
+        if not existing:
+            atomic_write_json(self.dir / "model.json", {"model": self.model, "dim": dim, "encoder": encoder,
+                                                        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+    # -- parts ----------------------------------------------------------------------------------
+    def _parts(self, prefix: str) -> list[Path]:
+        return sorted(self.dir.glob(f"{prefix}-*.parquet")) if self.dir.is_dir() else []
+
+    def _write(self, prefix: str, table: pa.Table) -> Path | None:
+        if table.num_rows == 0:
+            return None
+        path = self.dir / f"{prefix}-{time.time_ns()}.parquet"
+        atomic_write_parquet(path, table)
+        return path
+
+    def write_embeddings(self, table: pa.Table) -> Path | None:
+        return self._write("part", table.select(EMBEDDING_SCHEMA.names).cast(EMBEDDING_SCHEMA))
+
+    def write_failures(self, table: pa.Table) -> Path | None:
+        return self._write("failed", table.select(FAILURE_SCHEMA.names).cast(FAILURE_SCHEMA))
+
+    def embedded_ids(self) -> pa.Array:
+        parts = self._parts("part")
+        if not parts:
+            return pa.array([], pa.string())
+        ids = pq.read_table(parts, columns=["photo_id"]).column("photo_id")
+        return pc.unique(ids.combine_chunks())
+
+    def embedded_hashes(self) -> pa.Table:
+        """photo_id -> sha256 of the image bytes its current vector came from."""
+        parts = self._parts("part")
+        if not parts:
+            return pa.table({"photo_id": pa.array([], pa.string()), "sha256": pa.array([], pa.string())})
+        table = pq.read_table(parts, columns=["photo_id", "sha256", "embedded_at"])
+        return _latest_per_photo(table, "embedded_at").select(["photo_id", "sha256"])
+
+    def failures(self) -> pa.Table:
+        """The latest failure per photo, for photos that have no vector since."""
+        parts = self._parts("failed")
+        if not parts:
+            return FAILURE_SCHEMA.empty_table()
+        failed = _latest_per_photo(pq.read_table(parts, schema=FAILURE_SCHEMA), "failed_at")
+        done = self.embedded_ids()
+        return failed.filter(pc.invert(pc.is_in(failed["photo_id"], done)))
+
+    def read_all(self) -> pa.Table:
+        """Every photo's newest vector."""
+        parts = self._parts("part")
+        if not parts:
+            return EMBEDDING_SCHEMA.empty_table()
+        return _latest_per_photo(pq.read_table(parts, schema=EMBEDDING_SCHEMA), "embedded_at")
+
+    def fingerprint(self) -> str:
+        """Changes whenever a part is added or removed: load uses it to skip unchanged models."""
+        digest = hashlib.sha256()
+        for path in self._parts("part"):
+            digest.update(f"{path.name}:{path.stat().st_size};".encode())
+        return digest.hexdigest()
