@@ -132,12 +132,17 @@ def embed(
         flusher = _Flusher(store)
 
         def prepare(index: int) -> Prepared:
+            url = thumbnail_url(urls[index])
             try:
-                fetched = fetcher.fetch(thumbnail_url(urls[index]))
-                image = decode_image(fetched.data, encoder.input_size)
-                return Prepared(index, encoder.prepare(image), fetched.sha256, from_cache=fetched.from_cache)
+                fetched = fetcher.fetch(url)
             except ImageError as exc:
                 return Prepared(index, error=exc)
+            try:
+                image = decode_image(fetched.data, encoder.input_size)
+            except ImageError as exc:
+                fetcher.evict(url)
+                return Prepared(index, error=exc)
+            return Prepared(index, encoder.prepare(image), fetched.sha256, from_cache=fetched.from_cache)
 
         batch: list[Prepared] = []
 

@@ -77,6 +77,10 @@ class ImageFetcher:
         path = self.cache_path(url)
         return path.read_bytes() if path.exists() else None
 
+    def evict(self, url: str) -> None:
+        """Forget cached bytes that turned out unusable, so a retry fetches them again."""
+        self.cache_path(url).unlink(missing_ok=True)
+
     def fetch(self, url: str) -> Fetched:
         if url.startswith("file://") or "://" not in url:
             path = Path(unquote(urlsplit(url).path)) if url.startswith("file://") else Path(url).expanduser()
@@ -142,8 +146,8 @@ def decode_image(data: bytes, target: int = 224) -> Image.Image:
         head = data[:64].lstrip().lower()
         kind = "HTML page" if head.startswith((b"<!doctype html", b"<html")) else f"{len(data)} bytes"
         raise ImageError("not_an_image", kind) from None
-    except Exception as exc:
-        raise ImageError("decode_error", str(exc)[:200]) from None
+    except Exception as exc:  # a damaged header: PIL raises OSError, SyntaxError, struct.error...
+        raise _damaged(exc) from None
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise ImageError("decompression_bomb", f"{width}x{height} pixels")
@@ -153,12 +157,15 @@ def decode_image(data: bytes, target: int = 224) -> Image.Image:
         if image.format == "JPEG":
             image.draft("RGB", (target, target))
         image.load()
-    except OSError as exc:
-        reason = "truncated_image" if "truncated" in str(exc).lower() or "broken data" in str(exc).lower() else "decode_error"
-        raise ImageError(reason, str(exc)[:200]) from None
-    except Exception as exc:
-        raise ImageError("decode_error", str(exc)[:200]) from None
+    except Exception as exc:  # damaged image data
+        raise _damaged(exc) from None
     return to_rgb(image)
+
+
+def _damaged(exc: Exception) -> ImageError:
+    text = str(exc).lower()
+    reason = "truncated_image" if "truncated" in text or "broken data" in text else "decode_error"
+    return ImageError(reason, str(exc)[:200])
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -45,7 +45,7 @@ def collect_status(db: Database, settings: Settings) -> list[dict[str, Any]]:
     for name in sorted(on_disk):
         store = EmbeddingStore(paths.embeddings, name)
         rows.append({"kind": "model", "name": name, "rows": None,
-                     "detail": f"{store.embedded_ids().num_rows} vectors on disk, not loaded (run clipsql load)"})
+                     "detail": f"{len(store.embedded_ids())} vectors on disk, not loaded (run clipsql load)"})
     rows.append({"kind": "dataset", "name": manifest.get("source", "none extracted"), "rows": None,
                  "detail": f"version {manifest.get('version', '-')}, extracted {manifest.get('extracted_at', '-')}"
                            + (f", limit {manifest['limit']}" if manifest.get("limit") else "")})
