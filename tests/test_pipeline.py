@@ -17,9 +17,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.cli import main
 from pipeline.store import EmbeddingStore
 from tests.fixtures.unsplash import HOSTILE_STRING, make_dataset, table_files, write_zip
-from pipeline.cli import main
 from tests.helpers import TEST_ENV, CliResult, database, env, exact_knn, run_cli, table_counts
 
 BAD_IMAGES = {3: "404", 4: "corrupt", 5: "slow", 6: "flaky", 7: "html", 8: "truncated", 9: "redirect_loop"}
