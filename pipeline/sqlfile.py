@@ -98,10 +98,13 @@ def convert_value(name: str, ch_type: str, raw: Any) -> Any:
     base = ch_type.strip()
     inner = re.sub(r"^(Nullable|LowCardinality)\((.*)\)$", r"\2", base)
     try:
-        if re.match(r"^U?Int\d+$", inner):
+        int_type = re.match(r"^(U?)Int(\d+)$", inner)
+        if int_type:
             value = int(raw)
-            if inner.startswith("U") and value < 0:
-                raise ValueError("must not be negative")
+            bits = int(int_type[2])
+            low, high = (0, 2**bits - 1) if int_type[1] else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+            if not low <= value <= high:
+                raise ValueError(f"out of range {low}..{high}")
             return value
         if re.match(r"^(Float\d+|Decimal.*)$", inner):
             return float(raw)
