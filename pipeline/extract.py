@@ -8,7 +8,6 @@ records the source version; re-running on the same version and limit does nothin
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import pyarrow as pa
@@ -20,7 +19,7 @@ from .fsutil import atomic_write_json, atomic_write_parquet, read_json
 from .hfsource import extract_hf
 from .report import StageReport
 from .schemas import COLUMN_ALIASES, REQUIRED_COLUMNS, TABLE_SCHEMAS, TABLES
-from .sources import TsvSource, is_hf_source, resolve_source
+from .sources import TsvSource, is_hf_source, resolve_source, source_version
 from .tsv import REJECT_SCHEMA, parse_tsv
 
 MANIFEST = "_manifest.json"
@@ -67,15 +66,7 @@ def extract(settings: Settings, source: str | None = None, limit: int | None = N
     resolved = resolve_source(source, paths, timeout=settings.http_timeout, retries=settings.http_retries)
     report.notes.extend(resolved.notes)
 
-    contents: dict[str, list[tuple[str, bytes]]] = {}
-    digest = hashlib.sha256()
-    for table in TABLES:
-        contents[table] = []
-        for table_file in resolved.files.get(table, []):
-            data = table_file.read()
-            digest.update(table_file.name.rsplit(":", 1)[-1].rsplit("/", 1)[-1].encode() + b"\0" + data)
-            contents[table].append((table_file.name, data))
-    version = digest.hexdigest()[:16]
+    version = source_version(resolved)
 
     manifest = read_json(paths.parquet / MANIFEST, {})
     outputs_exist = all((paths.parquet / f"{t}.parquet").exists() for t in TABLES)
@@ -91,8 +82,8 @@ def extract(settings: Settings, source: str | None = None, limit: int | None = N
     for table in TABLES:
         schema = TABLE_SCHEMAS[table]
         pieces, rejects, rows_in, extra = [], [], 0, set()
-        for name, data in contents[table]:
-            parsed = parse_tsv(data, schema, name, REQUIRED_COLUMNS[table], COLUMN_ALIASES.get(table))
+        for table_file in resolved.files.get(table, []):
+            parsed = parse_tsv(table_file.read(), schema, table_file.name, REQUIRED_COLUMNS[table], COLUMN_ALIASES.get(table))
             pieces.append(parsed.table)
             rejects.append(parsed.rejects)
             rows_in += parsed.rows_in
@@ -123,19 +114,13 @@ def extract(settings: Settings, source: str | None = None, limit: int | None = N
         parsed_tables["photos"] = photos = photos.slice(0, limit)
     kept_ids = photos["photo_id"]
     for table in TABLES:
-        before = parsed_tables[table].num_rows
         if table != "photos" and limit is not None:
             parsed_tables[table] = parsed_tables[table].filter(pc.is_in(parsed_tables[table]["photo_id"], kept_ids))
         stats = table_stats[table]
         stats["out"] = parsed_tables[table].num_rows
-        stats["skipped"] = stats["in"] - stats["rejected"] - stats["out"]
-        if table == "photos":
-            stats["skipped"] = before - stats["out"] if limit is not None else 0
+        stats["skipped"] = stats["in"] - stats["rejected"] - stats["out"]  # left out by --limit
         atomic_write_parquet(paths.parquet / f"{table}.parquet", parsed_tables[table])
 
-    # photos rejected as duplicates are counted in "rejected"; make the photos numbers add up.
-    for stats in table_stats.values():
-        stats["skipped"] = stats["in"] - stats["rejected"] - stats["out"]
     report.rows_in = sum(s["in"] for s in table_stats.values())
     report.rows_out = sum(s["out"] for s in table_stats.values())
     report.rejected = sum(s["rejected"] for s in table_stats.values())

@@ -6,6 +6,7 @@ in order) and, for directories, the folder that relative image paths are resolve
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zipfile
 from collections.abc import Callable
@@ -32,6 +33,7 @@ class TableFile:
 class TsvSource:
     description: str
     files: dict[str, list[TableFile]]
+    origin_files: list[Path] = field(default_factory=list)  # what the version hash is computed from
     image_base: Path | None = None  # relative photo_image_url values are resolved against this
     download: Downloaded | None = None
     notes: list[str] = field(default_factory=list)
@@ -68,6 +70,7 @@ def _zip_source(path: Path, description: str) -> TsvSource:
     return TsvSource(
         description=description,
         files={t: [TableFile(f"{path.name}:{m}", reader(m)) for m in members] for t, members in grouped.items()},
+        origin_files=[path],
     )
 
 
@@ -77,8 +80,20 @@ def _dir_source(path: Path, description: str) -> TsvSource:
     return TsvSource(
         description=description,
         files={t: [TableFile(str(path / m), (path / m).read_bytes) for m in members] for t, members in grouped.items()},
+        origin_files=[path / m for members in grouped.values() for m in members],
         image_base=path.resolve(),
     )
+
+
+def source_version(source: TsvSource) -> str:
+    """A content hash of what the source is made of (the zip, or the TSV files), streamed."""
+    digest = hashlib.sha256()
+    for path in source.origin_files:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):  # noqa: B023 - consumed before the next path
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def is_hf_source(source: str) -> bool:

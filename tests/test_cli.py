@@ -108,3 +108,11 @@ def test_sql_errors_are_one_clear_line(tmp_path: Path, capsys) -> None:
     assert "no_such_column" in result.err and "Traceback" not in result.err
     result = run_cli(capsys, "sql", "SELECT {x:UInt8} AS x", "--param", "x=300", "--data-dir", tmp_path)
     assert result.code == 2 and "out of range 0..255" in result.err
+
+
+def test_server_dsn_errors_never_print_the_password(tmp_path: Path) -> None:
+    result = clipsql("status", "--dsn", "http://analyst@127.0.0.1:9/clipsql", "--data-dir", tmp_path,
+                     env={"CLIPSQL_PASSWORD": "hunter2-secret"}, timeout=60)
+    assert result.returncode == 5
+    assert "cannot connect to http://analyst:***@127.0.0.1:9/clipsql" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
