@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
 import re
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
-from .config import DEFAULT_MODEL, Settings, load_settings
+from .config import DEFAULT_MODEL, Settings, load_settings, redact
 from .db import open_database
 from .errors import ClipsqlError, UsageError
+from .lock import writer_lock
 from .output import FORMATS, emit
 from .report import StageReport
 
@@ -32,6 +35,7 @@ EPILOG = """examples:
 configuration: flags > environment (CLIPSQL_DATA_DIR, CLIPSQL_DSN, CLIPSQL_MODEL, ...) > .env > defaults.
 The database password comes only from the CLIPSQL_PASSWORD environment variable."""
 
+log = logging.getLogger("clipsql")
 READ_ONLY_STATEMENT = re.compile(r"^\s*(\(|SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.IGNORECASE)
 
 
@@ -42,6 +46,8 @@ def _common() -> argparse.ArgumentParser:
     group.add_argument("--dsn", metavar="DSN",
                        help="chdb:///path or http(s)://user@host:port/db (env CLIPSQL_DSN; default chDB in DATA_DIR)")
     group.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
+    group.add_argument("--log-file", metavar="PATH",
+                       help="also append messages to PATH (rotated at 10 MB, 5 kept); for cron and systemd")
     return parent
 
 
@@ -85,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=_positive_int, help="keep only the first N photos")
     run.add_argument("--model", help=model_help)
     run.add_argument("--retry-failed", action="store_true", help="fetch again the images that failed before")
+
+    refresh = command("refresh", "bring the database up to date with the source: only new or changed photos cost work")
+    refresh.add_argument("--source", help=source_help + " (default: the last run's)")
+    refresh.add_argument("--limit", type=_positive_int, help="keep only the first N photos (default: the last run's)")
+    refresh.add_argument("--model", help="embed with this model only (default: every model embedded before)")
+    refresh.add_argument("--retry-failed", action="store_true", help="fetch again the images that failed before")
 
     extract = command("extract", "read the dataset into typed Parquet files (one per table)")
     extract.add_argument("--source", help=source_help)
@@ -136,17 +148,26 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _report(settings: Settings, report: StageReport, quiet: bool) -> None:
     report.save(settings.paths().reports)
-    if not quiet:
-        print(report.summary(), file=sys.stderr)
+    log.info(report.summary())
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from .runner import run_pipeline
 
-    reports = run_pipeline(settings, source=args.source, limit=args.limit, model=args.model,
-                           retry_failed=args.retry_failed)
-    if not args.quiet:
-        print("\n".join(["", "run finished:"] + [r.summary() for r in reports]), file=sys.stderr)
+    reports = run_pipeline(settings, source=args.source, limit=args.limit,
+                           models=[args.model] if args.model else None, retry_failed=args.retry_failed)
+    log.info("\n".join(["", "run finished:"] + [r.summary() for r in reports]))
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
+    from .runner import refresh_defaults, run_pipeline
+
+    source, limit, models = refresh_defaults(settings, args.source, args.limit, args.model)
+    log.info("refresh: source %s, limit %s, models %s", redact(source), limit or "none", ", ".join(models))
+    reports = run_pipeline(settings, source=source, limit=limit, models=models, retry_failed=args.retry_failed,
+                           command="refresh")
+    log.info("\n".join(["", "refresh finished:"] + [r.summary() for r in reports]))
     return 0
 
 
@@ -185,8 +206,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         rows = search(db, settings, photo_id=args.photo_id, image=args.image, text=args.text, k=args.k,
                       model=args.model, exact=args.exact)
     emit(rows, args.format)
-    if not args.quiet and args.format == "table":
-        print(f"search took {time.perf_counter() - started:.3f} s", file=sys.stderr)
+    if args.format == "table":
+        log.info("search took %.3f s", time.perf_counter() - started)
     return 0
 
 
@@ -220,8 +241,7 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError("this statement may change data or schema; add --write if that is what you want")
         else:
             result = db.command(statement, params)
-            if not args.quiet:
-                print(f"ok{'' if result in (None, '') else f': {result}'}", file=sys.stderr)
+            log.info("ok%s", "" if result in (None, "") else f": {result}")
     return 0
 
 
@@ -241,28 +261,55 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS = {
-    "run": cmd_run, "extract": cmd_extract, "embed": cmd_embed, "load": cmd_load, "search": cmd_search,
+    "run": cmd_run, "refresh": cmd_refresh, "extract": cmd_extract, "embed": cmd_embed, "load": cmd_load, "search": cmd_search,
     "query": cmd_query, "sql": cmd_sql, "status": cmd_status, "demo": cmd_demo,
 }
+
+
+WRITERS = {"run", "refresh", "extract", "embed", "load", "demo"}
+
+
+def _configure_logging(quiet: bool, log_file: str | None) -> list[logging.Handler]:
+    """Messages go to stderr (unless --quiet) and, with --log-file, to a rotated file."""
+    handlers: list[logging.Handler] = []
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING if quiet else logging.INFO)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    handlers.append(console)
+    if log_file:
+        Path(log_file).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        rotating = logging.handlers.RotatingFileHandler(log_file, maxBytes=10 << 20, backupCount=5, encoding="utf-8")
+        rotating.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
+        handlers.append(rotating)
+    log.handlers[:] = handlers
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for noisy in ("clickhouse_connect", "httpx", "urllib3", "datasets", "huggingface_hub", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    return handlers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("clickhouse_connect", "httpx", "urllib3", "datasets", "huggingface_hub", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    handlers = _configure_logging(args.quiet, args.log_file)
     try:
         settings = _settings(args)
+        if args.command in WRITERS:
+            with writer_lock(settings.data_dir, f"clipsql {args.command}"):
+                return COMMANDS[args.command](args, settings)
         return COMMANDS[args.command](args, settings)
     except ClipsqlError as exc:
-        print(f"clipsql {args.command}: error: {exc}", file=sys.stderr)
+        log.error("clipsql %s: error: %s", args.command, exc)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"clipsql {args.command}: interrupted", file=sys.stderr)
+        log.error("clipsql %s: interrupted", args.command)
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        for handler in handlers:
+            handler.close()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ CLIP when its weights are on this machine, otherwise the offline EfficientNet-Li
 
 from __future__ import annotations
 
-import sys
+import logging
 from typing import Any
 
 from .config import DEFAULT_MODEL, Settings
@@ -18,6 +18,8 @@ from .output import emit
 from .queries import run_query
 from .runner import run_pipeline
 from .search import search
+
+log = logging.getLogger("clipsql")
 
 
 def choose_model(requested: str | None) -> tuple[str, str]:
@@ -30,8 +32,8 @@ def choose_model(requested: str | None) -> tuple[str, str]:
 
 def run_demo(settings: Settings, *, model: str | None, k: int, fmt: str, quiet: bool) -> None:
     chosen, why = choose_model(model)
-    print(f"demo: model {chosen} ({why})", file=sys.stderr)
-    run_pipeline(settings, source="sample", model=chosen)
+    log.info("demo: model %s (%s)", chosen, why)
+    run_pipeline(settings, source="sample", models=[chosen], command="demo")
     with open_database(settings) as db:
         target_rows = db.query_rows(
             "SELECT c.photo_id, any(p.photo_description), count() AS downloads FROM conversions AS c "
@@ -54,9 +56,8 @@ def run_demo(settings: Settings, *, model: str | None, k: int, fmt: str, quiet: 
         for _, title, rows in sections:
             print()
             emit(rows, fmt, title=title)
-        if not quiet:
-            print("\nNext: clipsql search --photo-id ID, clipsql query --list, clipsql status "
-                  "(conversions in the sample are synthetic; see pipeline/sample/README.md)", file=sys.stderr)
+        log.info("\nNext: clipsql search --photo-id=ID, clipsql query --list, clipsql status "
+                 "(conversions in the sample are synthetic; see pipeline/sample/README.md)")
         return
     combined = []
     for section, _, rows in sections:

@@ -91,6 +91,12 @@ def download(url: str, dest: Path, *, timeout: float = 30.0, retries: int = 3, s
             raise SourceError(f"cannot reach {url}: {exc}") from None
         with response:
             if response.status_code == 416 and have:
+                unsatisfied = response.headers.get("Content-Range", "")
+                total = int(unsatisfied.rsplit("/", 1)[1]) if unsatisfied.rsplit("/", 1)[-1].isdigit() else None
+                if total == have:  # the previous run got every byte and died before the rename
+                    etag, last_modified = validators.get("etag"), validators.get("last_modified")
+                    resumed = True
+                    break
                 part.unlink()  # our partial file is not a prefix of what the server has now
                 continue
             if response.status_code >= 400:
@@ -125,7 +131,10 @@ def download(url: str, dest: Path, *, timeout: float = 30.0, retries: int = 3, s
             except (requests.RequestException, ConnectionError) as exc:
                 if attempt <= retries:
                     continue
-                raise SourceError(f"{url}: download stopped at {written} bytes ({exc}); run again to resume") from None
+                of_total = f" of {total}" if total is not None else ""
+                raise SourceError(
+                    f"{url}: download stopped at {written}{of_total} bytes ({type(exc).__name__}); run again to resume"
+                ) from None
             if total is not None and written != total:
                 if attempt <= retries:
                     continue

@@ -110,14 +110,21 @@ def embed(
     paths = settings.paths()
     photos = read_photos(settings)
     store = EmbeddingStore(paths.embeddings, model)
-    done = pc.is_in(photos["photo_id"], store.embedded_ids())
+    sources = store.embedded_sources()
+    known = photos.join(sources, keys="photo_id", join_type="left outer", right_suffix="_stored")
+    done = pc.fill_null(pc.equal(known["photo_image_url"], known["image_url"]), False)
+    changed = pc.and_(pc.is_valid(known["image_url"]), pc.invert(done))  # embedded before, new URL now
     failures = store.failures()
-    failed_before = pc.is_in(photos["photo_id"], failures["photo_id"])
-    todo_mask = pc.and_(pc.invert(done), pc.invert(failed_before)) if not retry_failed else pc.invert(done)
-    todo = photos.filter(todo_mask)
+    failed_before = pc.is_in(known["photo_id"], failures["photo_id"])
+    todo_mask = pc.invert(done) if retry_failed else pc.and_(pc.invert(done), pc.invert(failed_before))
+    todo = known.filter(todo_mask)
+    old_hashes = dict(zip(known.filter(changed)["photo_id"].to_pylist(), known.filter(changed)["sha256"].to_pylist(),
+                          strict=True))
     report.rows_in = photos.num_rows
-    already, skipped_failed = pc.sum(done).as_py() or 0, 0 if retry_failed else (pc.sum(failed_before).as_py() or 0)
-    report.details = {"model": store.model, "already_embedded": already, "failed_earlier_not_retried": skipped_failed}
+    already = pc.sum(done).as_py() or 0
+    skipped_failed = 0 if retry_failed else (pc.sum(pc.and_(pc.invert(done), failed_before)).as_py() or 0)
+    report.details = {"model": store.model, "already_embedded": already, "failed_earlier_not_retried": skipped_failed,
+                      "image_url_changed": len(old_hashes)}
 
     fetched_network = cache_hits = 0
     reasons: Counter = Counter()
@@ -145,6 +152,7 @@ def embed(
             return Prepared(index, encoder.prepare(image), fetched.sha256, from_cache=fetched.from_cache)
 
         batch: list[Prepared] = []
+        relinked: list[Prepared] = []  # new URL, same bytes: keep the vector, record the URL
 
         def run_batch() -> None:
             vectors = encoder.encode_images(np.stack([p.pixels for p in batch]))
@@ -165,7 +173,10 @@ def embed(
                 finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in finished:
                     prepared = future.result()
-                    if prepared.error is None:
+                    if prepared.error is None and old_hashes.get(ids[prepared.index]) == prepared.sha256:
+                        relinked.append(prepared)
+                        bar.update(1)
+                    elif prepared.error is None:
                         batch.append(prepared)
                         cache_hits += prepared.from_cache
                         fetched_network += not prepared.from_cache
@@ -181,18 +192,32 @@ def embed(
             if batch:
                 bar.update(len(batch))
                 run_batch()
+            if relinked:
+                _relink(store, flusher, [ids[p.index] for p in relinked], [urls[p.index] for p in relinked],
+                        [p.sha256 for p in relinked])
             flusher.flush()
         elapsed = time.monotonic() - started
-        embedded_now = todo.num_rows - sum(reasons.values())
-        report.details.update({"images_per_s": round(embedded_now / elapsed, 2) if elapsed else None,
+        embedded_now = todo.num_rows - sum(reasons.values()) - len(relinked)
+        report.details.update({"same_image_new_url": len(relinked), "images_per_s": round(embedded_now / elapsed, 2) if elapsed else None,
                                "http_requests": fetcher.network_requests, "cache_hits": cache_hits,
                                "fetched": fetched_network})
         report.rows_out = embedded_now
+        report.skipped += len(relinked)
     report.rejected = sum(reasons.values())
     report.rejects_by_reason.update(reasons)
-    report.skipped = already + skipped_failed
+    report.skipped += already + skipped_failed
     _write_failure_list(settings, store)
     return report.finish()
+
+
+def _relink(store: EmbeddingStore, flusher: _Flusher, ids: list[str], urls: list[str], hashes: list[str]) -> None:
+    """A photo's URL changed but its bytes did not: store its existing vector under the new URL."""
+    current = store.read_all()
+    current = current.filter(pc.is_in(current["photo_id"], pa.array(ids)))
+    by_id = dict(zip(current["photo_id"].to_pylist(), range(current.num_rows), strict=True))
+    rows = [by_id[i] for i in ids]
+    vectors = np.array(current["embedding"].take(pa.array(rows)).to_pylist(), dtype=np.float32)
+    flusher.add_vectors(ids, urls, hashes, vectors)
 
 
 def _write_failure_list(settings: Settings, store: EmbeddingStore) -> None:

@@ -25,12 +25,18 @@ from .tsv import REJECT_SCHEMA, parse_tsv
 MANIFEST = "_manifest.json"
 
 
-def _dedupe_photos(photos: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """Keep the first row of each photo_id; later copies are rejects."""
+def _dedupe_photos(photos: pa.Table, files: pa.Array, lines: pa.Array) -> tuple[pa.Table, pa.Table]:
+    """Keep the first row of each photo_id; later copies are rejects, located by file and line."""
     indexed = photos.append_column("__row", pa.array(range(photos.num_rows), pa.int64()))
     firsts = indexed.group_by("photo_id", use_threads=False).aggregate([("__row", "min")])["__row_min"]
     keep = pc.is_in(indexed["__row"], firsts)
-    return photos.filter(keep), photos.filter(pc.invert(keep))
+    duplicates = pc.invert(keep)
+    n = pc.sum(duplicates).as_py() or 0
+    rejects = pa.table({
+        "file": pc.filter(files, duplicates), "line": pc.filter(lines, duplicates),
+        "reason": pa.array(["duplicate photo_id"] * n), "raw": pc.filter(photos["photo_id"], duplicates),
+    }, schema=REJECT_SCHEMA)
+    return photos.filter(keep), rejects
 
 
 def _resolve_relative_urls(photos: pa.Table, source: TsvSource) -> pa.Table:
@@ -81,25 +87,24 @@ def extract(settings: Settings, source: str | None = None, limit: int | None = N
     table_stats: dict[str, dict] = {}
     for table in TABLES:
         schema = TABLE_SCHEMAS[table]
-        pieces, rejects, rows_in, extra = [], [], 0, set()
+        pieces, rejects, rows_in, extra, files, lines = [], [], 0, set(), [], []
         for table_file in resolved.files.get(table, []):
             parsed = parse_tsv(table_file.read(), schema, table_file.name, REQUIRED_COLUMNS[table], COLUMN_ALIASES.get(table))
             pieces.append(parsed.table)
+            files.append(pa.array([table_file.name] * parsed.table.num_rows, pa.string()))
+            lines.append(parsed.lines.cast(pa.int64()))
             rejects.append(parsed.rejects)
             rows_in += parsed.rows_in
             extra.update(parsed.extra_columns)
         combined = pa.concat_tables(pieces) if pieces else schema.empty_table()
         reject_table = pa.concat_tables(rejects) if rejects else REJECT_SCHEMA.empty_table()
         if table == "photos":
-            combined, duplicates = _dedupe_photos(combined)
-            if duplicates.num_rows:
-                dup = pa.table({
-                    "file": pa.array(["photos"] * duplicates.num_rows),
-                    "line": pa.nulls(duplicates.num_rows, pa.int64()),
-                    "reason": pa.array(["duplicate photo_id"] * duplicates.num_rows),
-                    "raw": duplicates["photo_id"].cast(pa.string()),
-                }, schema=REJECT_SCHEMA)
-                reject_table = pa.concat_tables([reject_table, dup])
+            combined, duplicates = _dedupe_photos(
+                combined,
+                pa.concat_arrays(files) if files else pa.array([], pa.string()),
+                pa.concat_arrays(lines) if lines else pa.array([], pa.int64()),
+            )
+            reject_table = pa.concat_tables([reject_table, duplicates])
             combined = _resolve_relative_urls(combined, resolved)
         if extra:
             report.notes.append(f"{table}: extra column(s) ignored: {', '.join(sorted(extra))}")

@@ -36,14 +36,16 @@ def _load(reference: str) -> dict[str, pa.Table]:
         raise SourceError(f"hf:{reference} needs the datasets package ({exc})") from None
     local = Path(reference).expanduser()
     path = str(local) if local.is_dir() else reference
-    try:
-        dataset = load_dataset(path, data_files={"photos": PHOTOS_FILE, "conversions": CONVERSIONS_FILE})
-    except Exception as exc:  # datasets raises many types for "not there" / "no network"
-        raise SourceError(
-            f"hf:{reference}: cannot load {PHOTOS_FILE} and {CONVERSIONS_FILE} through datasets ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:300]})"
-        ) from None
-    return {split: dataset[split].data.table for split in ("photos", "conversions")}
+    tables = {}
+    for name, file in (("photos", PHOTOS_FILE), ("conversions", CONVERSIONS_FILE)):
+        try:  # one load per file: as two splits of one dataset, datasets would force one schema on both
+            tables[name] = load_dataset(path, data_files=file, split="train").data.table
+        except Exception as exc:  # datasets raises many types for "not there" / "no network"
+            raise SourceError(
+                f"hf:{reference}: cannot load {file} through datasets ({type(exc).__name__}: "
+                f"{(str(exc).splitlines() or [''])[0][:300]})"
+            ) from None
+    return tables
 
 
 def _valid_vectors(vectors: pa.ChunkedArray, dim: int) -> tuple[np.ndarray, list[str]]:

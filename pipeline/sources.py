@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -60,7 +61,7 @@ def _zip_source(path: Path, description: str) -> TsvSource:
             try:
                 with zipfile.ZipFile(path) as handle:
                     return handle.read(member)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
                 raise SourceError(f"{path}: member {member} is corrupt ({exc})") from None
 
         return read
@@ -88,6 +89,8 @@ def _dir_source(path: Path, description: str) -> TsvSource:
 def source_version(source: TsvSource) -> str:
     """A content hash of what the source is made of (the zip, or the TSV files), streamed."""
     digest = hashlib.sha256()
+    if source.image_base is not None:  # relative image paths resolve against it: moving it is a change
+        digest.update(str(source.image_base).encode() + b"\0")
     for path in source.origin_files:
         digest.update(path.name.encode() + b"\0")
         with path.open("rb") as handle:

@@ -113,13 +113,14 @@ class EmbeddingStore:
         ids = pq.read_table(parts, columns=["photo_id"]).column("photo_id")
         return pc.unique(ids.combine_chunks())
 
-    def embedded_hashes(self) -> pa.Table:
-        """photo_id -> sha256 of the image bytes its current vector came from."""
+    def embedded_sources(self) -> pa.Table:
+        """photo_id -> image_url and sha256 of the image its current vector came from."""
         parts = self._parts("part")
+        columns = ["photo_id", "image_url", "sha256", "embedded_at"]
         if not parts:
-            return pa.table({"photo_id": pa.array([], pa.string()), "sha256": pa.array([], pa.string())})
-        table = pq.read_table(parts, columns=["photo_id", "sha256", "embedded_at"])
-        return _latest_per_photo(table, "embedded_at").select(["photo_id", "sha256"])
+            return pa.schema([EMBEDDING_SCHEMA.field(c) for c in columns]).empty_table().select(columns[:3])
+        table = pq.read_table(parts, columns=columns)
+        return _latest_per_photo(table, "embedded_at").select(columns[:3])
 
     def failures(self) -> pa.Table:
         """The latest failure per photo, for photos that have no vector since."""

@@ -34,6 +34,20 @@ _TYPE_WORDS = {
     "bool": "a boolean (t/f)",
     "timestamp[us]": "a timestamp (YYYY-MM-DD hh:mm:ss)",
 }
+def _parse_timestamp_prefix(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Seconds-resolution parse of each value; null where the shape is right but the date is not
+    (2021-02-30, month 13, hour 25), which a whole-column cast would reject all at once."""
+    text = pc.replace_substring(column, "T", " ")
+    length = pc.utf8_length(text)
+    text = pc.if_else(pc.equal(length, 10), pc.binary_join_element_wise(text, " 00:00:00", ""), text)
+    text = pc.if_else(pc.equal(length, 16), pc.binary_join_element_wise(text, ":00", ""), text)
+    text = pc.utf8_slice_codeunits(text, 0, 19)
+    parsed = pc.strptime(text, format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True)
+    # strptime rolls impossible days over (Feb 30 -> Mar 2); a round trip must give the text back
+    same = pc.equal(pc.strftime(parsed, format="%Y-%m-%d %H:%M:%S"), text)
+    return pc.if_else(pc.fill_null(same, False), parsed, pa.scalar(None, parsed.type))
+
+
 REJECT_SCHEMA = pa.schema([("file", pa.string()), ("line", pa.int64()), ("reason", pa.string()), ("raw", pa.string())])
 
 
@@ -43,6 +57,7 @@ class ParsedTsv:
     rejects: pa.Table
     rows_in: int
     extra_columns: list[str] = field(default_factory=list)
+    lines: pa.Array | None = None  # the line each row of `table` starts on
 
 
 def _rejects(file: str, lines: list[int], reasons: list[str], raws: list[str]) -> pa.Table:
@@ -51,8 +66,38 @@ def _rejects(file: str, lines: list[int], reasons: list[str], raws: list[str]) -
     )
 
 
-def _line_of_offset(data: bytes, offset: int) -> int:
-    return data.count(b"\n", 0, offset) + 1
+def _record_starts(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Byte offset and line number of every non-empty record (header included).
+
+    A newline ends a record only outside quotes, i.e. after an even number of quote characters
+    (an escaped quote is two of them, so parity still holds); empty lines are not records.
+    """
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buffer == 10)
+    quotes = np.flatnonzero(buffer == 34)
+    ends = newlines[np.searchsorted(quotes, newlines) % 2 == 0] if len(quotes) else newlines
+    starts = np.concatenate([[0], ends + 1]).astype(np.int64)
+    stops = np.concatenate([ends, [len(data)]]).astype(np.int64)
+    length = stops - starts
+    safe = np.minimum(starts, max(len(data) - 1, 0))
+    blank = (length == 0) | ((length == 1) & (buffer[safe] == 13)) if len(data) else length == 0
+    starts = starts[~blank]
+    lines = np.searchsorted(newlines, starts) + 1
+    return starts, lines.astype(np.int64)
+
+
+def _find_line(data: bytes, raw: bytes, start: int) -> int:
+    """Offset of the first whole line equal to `raw` at or after `start` (-1 if none)."""
+    pos = start - 1
+    while True:
+        pos = data.find(raw, pos + 1)
+        if pos < 0:
+            return -1
+        before_ok = pos == 0 or data[pos - 1] == 10
+        after = pos + len(raw)
+        after_ok = after == len(data) or data[after] in (10, 13)
+        if before_ok and after_ok:
+            return pos
 
 
 def parse_tsv(
@@ -87,13 +132,14 @@ def parse_tsv(
     extra = [c for c in header if c not in schema.names]
 
     bad_rows: list[tuple[int, str, str]] = []
-    search_from = max(header_end, 0)
+    starts, start_lines = _record_starts(data)
+    search_from = int(starts[1]) if len(starts) > 1 else len(data)
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         nonlocal search_from
         raw = row.text.encode("utf-8")
-        pos = data.find(raw, search_from)
-        line = _line_of_offset(data, pos) if pos >= 0 else -1
+        pos = _find_line(data, raw, search_from)
+        line = int(start_lines[np.searchsorted(starts, pos)]) if pos >= 0 else -1
         if pos >= 0:
             search_from = pos + len(raw)
         bad_rows.append(
@@ -116,16 +162,12 @@ def parse_tsv(
         raise SourceError(f"{name}: cannot be parsed as TSV ({exc})") from None
 
     n = raw_table.num_rows
-    # Line number of each parsed record: header is line 1; quoted newlines and skipped rows shift it.
-    newlines = np.zeros(n, dtype=np.int64)
-    for column_name in schema.names:
-        if pa.types.is_string(schema.field(column_name).type):
-            counts = pc.count_substring(raw_table[column_name], "\n")
-            newlines += counts.to_numpy(zero_copy_only=False).astype(np.int64)
-    lines = 2 + np.concatenate([[0], np.cumsum(newlines + 1)[:-1]]) if n else np.zeros(0, dtype=np.int64)
-    for bad_line, _, raw in sorted(bad_rows):
-        if bad_line > 0:
-            lines[lines >= bad_line] += 1 + raw.count("\n")
+    # Each record's first line: the records are the non-empty segments after the header, in order;
+    # the ones pyarrow skipped as invalid are taken out by their line.
+    record_lines = start_lines[1:]
+    if bad_rows:
+        record_lines = record_lines[~np.isin(record_lines, [line for line, _, _ in bad_rows])]
+    lines = record_lines[:n] if len(record_lines) >= n else np.full(n, -1, dtype=np.int64)
 
     reasons = pa.nulls(n, pa.string())
     for column_name in schema.names:
@@ -138,6 +180,8 @@ def parse_tsv(
         if pattern is None:
             continue
         bad = pc.and_(pc.invert(empty), pc.invert(pc.match_substring_regex(column, pattern)))
+        if pa.types.is_timestamp(target):
+            bad = pc.or_(bad, pc.and_(pc.invert(empty), pc.is_null(_parse_timestamp_prefix(column))))
         if pc.any(bad).as_py():
             message = pc.binary_join_element_wise(
                 f"{column_name}: ", pc.utf8_slice_codeunits(column, 0, 60), f" is not {_TYPE_WORDS[str(target)]}", ""
@@ -178,4 +222,6 @@ def parse_tsv(
         name, [r[0] for r in bad_rows], [r[1] for r in bad_rows], [r[2] for r in bad_rows]
     )
     all_rejects = pa.concat_tables([field_rejects, typed_rejects]).sort_by("line")
-    return ParsedTsv(table=table, rejects=all_rejects, rows_in=n + len(bad_rows), extra_columns=extra)
+    good_lines = pa.array(lines[keep.to_numpy(zero_copy_only=False)] if n else np.zeros(0, dtype=np.int64))
+    return ParsedTsv(table=table, rejects=all_rejects, rows_in=n + len(bad_rows), extra_columns=extra,
+                     lines=good_lines)
