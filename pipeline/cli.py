@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("load", "create the ClickHouse tables from Parquet and build the vector index")
 
+    gc = command("gc", "remove staging tables, superseded cached images, merged embedding parts, old reports")
+    gc.add_argument("--keep-reports", type=_positive_int, default=30, help="stage reports kept per stage (default 30)")
+
     search = command("search", "find the photos nearest to a photo, an image or a text", formats)
     what = search.add_mutually_exclusive_group(required=True)
     what.add_argument("--photo-id", metavar="ID", help="a photo in the database (excluded from its own results)")
@@ -166,7 +169,7 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
     source, limit, models = refresh_defaults(settings, args.source, args.limit, args.model)
     log.info("refresh: source %s, limit %s, models %s", redact(source), limit or "none", ", ".join(models))
     reports = run_pipeline(settings, source=source, limit=limit, models=models, retry_failed=args.retry_failed,
-                           command="refresh")
+                           command="refresh", collect_garbage=True)
     log.info("\n".join(["", "refresh finished:"] + [r.summary() for r in reports]))
     return 0
 
@@ -195,6 +198,14 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
 
     with open_database(settings) as db:
         _report(settings, load(db, settings), args.quiet)
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
+    from .gc import collect_garbage
+
+    with open_database(settings) as db:
+        _report(settings, collect_garbage(db, settings, args.keep_reports), args.quiet)
     return 0
 
 
@@ -261,12 +272,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS = {
-    "run": cmd_run, "refresh": cmd_refresh, "extract": cmd_extract, "embed": cmd_embed, "load": cmd_load, "search": cmd_search,
+    "run": cmd_run, "refresh": cmd_refresh, "gc": cmd_gc, "extract": cmd_extract, "embed": cmd_embed, "load": cmd_load, "search": cmd_search,
     "query": cmd_query, "sql": cmd_sql, "status": cmd_status, "demo": cmd_demo,
 }
 
 
-WRITERS = {"run", "refresh", "extract", "embed", "load", "demo"}
+WRITERS = {"run", "refresh", "extract", "embed", "load", "demo", "gc"}
 
 
 def _configure_logging(quiet: bool, log_file: str | None) -> list[logging.Handler]:

@@ -34,6 +34,7 @@ class Settings:
     workers: int = 16  # concurrent image downloads
     http_timeout: float = 20.0
     http_retries: int = 3
+    flush_rows: int = 512  # vectors per Parquet part: the most compute a crash can lose
     sources_seen: dict[str, str] = field(default_factory=dict, repr=False)  # setting -> where it came from
 
     @property
@@ -90,7 +91,7 @@ class DataPaths:
         return self.root / "state.json"
 
 
-_INT_FIELDS = {"batch_size", "workers", "http_retries"}
+_INT_FIELDS = {"batch_size", "workers", "http_retries", "flush_rows"}
 _FLOAT_FIELDS = {"http_timeout"}
 _SETTING_NAMES = [f.name for f in fields(Settings) if f.name != "sources_seen"]
 

@@ -19,6 +19,7 @@ import requests
 from tqdm import tqdm
 
 from .errors import SourceError
+from .failpoints import failpoint
 from .fsutil import atomic_write_text
 
 CHUNK = 1 << 20
@@ -126,6 +127,7 @@ def download(url: str, dest: Path, *, timeout: float = 30.0, retries: int = 3, s
                         written += len(block)
                         fetched += len(block)
                         bar.update(len(block))
+                        failpoint("download.block")
                     out.flush()
                     os.fsync(out.fileno())
             except (requests.RequestException, ConnectionError) as exc:

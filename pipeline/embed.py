@@ -25,11 +25,11 @@ from tqdm import tqdm
 from .config import Settings
 from .encoders import Encoder, load_encoder
 from .errors import ClipsqlError
+from .failpoints import failpoint
 from .images import ImageError, ImageFetcher, decode_image, thumbnail_url
 from .report import StageReport
 from .store import EmbeddingStore
 
-FLUSH_ROWS = 512
 FLUSH_SECONDS = 30.0
 
 
@@ -56,8 +56,9 @@ def _now_ms(n: int) -> pa.Array:
 class _Flusher:
     """Buffers vectors and failures and writes them as parts, by size or by time."""
 
-    def __init__(self, store: EmbeddingStore) -> None:
+    def __init__(self, store: EmbeddingStore, flush_rows: int) -> None:
         self.store = store
+        self.flush_rows = flush_rows
         self.ids: list[str] = []
         self.urls: list[str] = []
         self.hashes: list[str] = []
@@ -72,7 +73,7 @@ class _Flusher:
         self.vectors.append(vectors)
 
     def maybe_flush(self) -> None:
-        if len(self.ids) + len(self.failures) >= FLUSH_ROWS or time.monotonic() - self.last > FLUSH_SECONDS:
+        if len(self.ids) + len(self.failures) >= self.flush_rows or time.monotonic() - self.last > FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
@@ -91,6 +92,7 @@ class _Flusher:
                 "embedding": pa.ListArray.from_arrays(pa.array(np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int32)), flat),
                 "sha256": self.hashes, "image_url": self.urls, "embedded_at": _now_ms(len(self.ids)),
             }))
+            failpoint("embed.part_written")
             self.ids, self.urls, self.hashes, self.vectors = [], [], [], []
         self.last = time.monotonic()
 
@@ -136,7 +138,7 @@ def embed(
                                pool_size=settings.workers)
         ids = todo["photo_id"].to_pylist()
         urls = todo["photo_image_url"].to_pylist()
-        flusher = _Flusher(store)
+        flusher = _Flusher(store, settings.flush_rows)
 
         def prepare(index: int) -> Prepared:
             url = thumbnail_url(urls[index])
@@ -188,6 +190,7 @@ def embed(
                     if len(batch) >= batch_size:
                         bar.update(len(batch))
                         run_batch()
+                        failpoint("embed.batch_computed")
                         flusher.maybe_flush()
             if batch:
                 bar.update(len(batch))

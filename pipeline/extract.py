@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from .config import Settings, redact
+from .failpoints import failpoint
 from .fsutil import atomic_write_json, atomic_write_parquet, read_json
 from .hfsource import extract_hf
 from .report import StageReport
@@ -125,6 +126,7 @@ def extract(settings: Settings, source: str | None = None, limit: int | None = N
         stats["out"] = parsed_tables[table].num_rows
         stats["skipped"] = stats["in"] - stats["rejected"] - stats["out"]  # left out by --limit
         atomic_write_parquet(paths.parquet / f"{table}.parquet", parsed_tables[table])
+        failpoint("extract.table_written")
 
     report.rows_in = sum(s["in"] for s in table_stats.values())
     report.rows_out = sum(s["out"] for s in table_stats.values())

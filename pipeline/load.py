@@ -23,6 +23,7 @@ from tqdm import tqdm
 from .config import Settings
 from .db import Database
 from .errors import ClipsqlError, DatabaseError
+from .failpoints import failpoint
 from .report import StageReport
 from .schemas import TABLES
 from .store import EmbeddingStore, stored_models
@@ -81,8 +82,10 @@ def _insert(db: Database, table: str, data: pa.Table, desc: str) -> None:
 
 def swap_in(db: Database, live: str, stage: str) -> None:
     """Make `stage` the live table atomically and drop what was live before."""
+    failpoint("load.before_swap")
     if db.table_exists(live):
         db.command("EXCHANGE TABLES {a:Identifier} AND {b:Identifier}", {"a": live, "b": stage})
+        failpoint("load.after_exchange")
         db.command("DROP TABLE {t:Identifier} SYNC", {"t": stage})
     else:
         db.command("RENAME TABLE {a:Identifier} TO {b:Identifier}", {"a": stage, "b": live})
@@ -101,10 +104,12 @@ def _load_metadata_table(db: Database, settings: Settings, table: str, report: S
         db.command("DROP TABLE IF EXISTS {t:Identifier} SYNC", {"t": stage})
         db.run_file(f"tables/{table}.sql", {"table": stage})
         _insert(db, stage, data, f"load {table}")
+        failpoint("load.table_inserted")
         loaded = db.count(stage)
         if loaded != data.num_rows:
             raise DatabaseError(f"load {table}: inserted {data.num_rows} rows but the table holds {loaded}")
         swap_in(db, table, stage)
+        failpoint("load.swapped")
         _record(db, table, fingerprint, data.num_rows)
         report.rows_out += data.num_rows
     report.rows_in += data.num_rows
@@ -178,7 +183,9 @@ def load_embeddings(db: Database, settings: Settings, store: EmbeddingStore, pho
     db.command("DROP TABLE IF EXISTS {t:Identifier} SYNC", {"t": stage})
     db.run_file("tables/embeddings.sql", {"table": stage, "dim": dim})
     _insert(db, stage, vectors, f"load {store.slug}")
+    failpoint("load.vectors_inserted")
     stats.update(build_vector_index(db, stage, dim, params))
+    failpoint("load.index_built")
     swap_in(db, store.table_name, stage)
     db.run_file("tables/photo_embeddings.sql")
     db.insert_arrow("models", pa.table({

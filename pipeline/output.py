@@ -43,7 +43,7 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _cell(value: Any, width: int = 60) -> str:
+def _cell(value: Any, width: int = 80) -> str:
     if value is None:
         return ""
     if isinstance(value, float):

@@ -22,6 +22,7 @@ from .db import open_database
 from .embed import embed
 from .errors import ClipsqlError
 from .extract import extract
+from .failpoints import failpoint
 from .fsutil import atomic_write_json
 from .load import IndexParams, load
 from .report import StageReport
@@ -65,6 +66,7 @@ def run_pipeline(
     index: IndexParams | None = None,
     command: str = "run",
     quiet: bool = False,
+    collect_garbage: bool = False,
 ) -> list[StageReport]:
     source = source or settings.source
     models = models or [settings.model]
@@ -84,6 +86,10 @@ def run_pipeline(
             update_state(settings.paths(), model=model)
         with open_database(settings) as db:
             reports.append(finish_stage(settings, load(db, settings, index), quiet))
+            if collect_garbage:
+                from .gc import collect_garbage as gc
+
+                reports.append(finish_stage(settings, gc(db, settings), quiet))
         run["outcome"] = "ok"
     except ClipsqlError as exc:
         run["error"] = str(exc)
@@ -95,6 +101,7 @@ def run_pipeline(
         run["finished_at"] = time.time()
         run["duration_s"] = round(run["finished_at"] - run["started_at"], 3)
         run["stages"] = [r.to_dict() for r in reports]
+        failpoint("run.before_record")
         _record_run(settings, run)
     return reports
 

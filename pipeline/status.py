@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow.csv as pacsv
+
 from .config import Settings
 from .db import Database
 from .fsutil import read_json
@@ -49,4 +51,13 @@ def collect_status(db: Database, settings: Settings) -> list[dict[str, Any]]:
     rows.append({"kind": "dataset", "name": manifest.get("source", "none extracted"), "rows": None,
                  "detail": f"version {manifest.get('version', '-')}, extracted {manifest.get('extracted_at', '-')}"
                            + (f", limit {manifest['limit']}" if manifest.get("limit") else "")})
+    if db.table_exists("runs"):
+        for command, outcome, finished, error in db.query_rows(
+            "SELECT command, outcome, finished_at, error FROM runs ORDER BY started_at DESC LIMIT 1"
+        ):
+            rows.append({"kind": "last run", "name": command, "rows": None,
+                         "detail": f"{outcome} at {finished:%Y-%m-%d %H:%M:%S} UTC" + (f": {error}" if error else "")})
+    for path in sorted(paths.rejects.glob("*.csv")) if paths.rejects.is_dir() else []:
+        pending = pacsv.read_csv(path).num_rows
+        rows.append({"kind": "rejects", "name": path.name, "rows": pending, "detail": str(path)})
     return rows

@@ -139,8 +139,30 @@ class EmbeddingStore:
         return _latest_per_photo(pq.read_table(parts, schema=EMBEDDING_SCHEMA), "embedded_at")
 
     def fingerprint(self) -> str:
-        """Changes whenever a part is added or removed: load uses it to skip unchanged models."""
+        """Changes when any photo's current vector changes (not when parts are merged by gc):
+        load uses it to skip models whose vectors did not change."""
+        parts = self._parts("part")
         digest = hashlib.sha256()
-        for path in self._parts("part"):
-            digest.update(f"{path.name}:{path.stat().st_size};".encode())
+        if parts:
+            latest = _latest_per_photo(pq.read_table(parts, columns=["photo_id", "embedded_at", "sha256"]), "embedded_at")
+            for column in latest.columns:
+                digest.update("\x1f".join(map(str, column.to_pylist())).encode())
         return digest.hexdigest()
+
+    def compact(self) -> int:
+        """Merge all parts into one (newest vector per photo); returns how many files were removed.
+
+        The merged part is written before the old ones are deleted, so a crash in between only
+        leaves duplicates that reading already resolves."""
+        removed = 0
+        for prefix, reader in (("part", self.read_all), ("failed", self.failures)):
+            parts = self._parts(prefix)
+            if len(parts) <= 1 and prefix == "part":
+                continue
+            merged = reader()
+            kept = self._write(prefix, merged) if merged.num_rows else None
+            for path in parts:
+                if path != kept:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
