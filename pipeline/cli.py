@@ -179,7 +179,7 @@ def cmd_extract(args: argparse.Namespace, settings: Settings) -> int:
     from .state import update_state
 
     _report(settings, extract(settings, args.source, args.limit), args.quiet)
-    update_state(settings.paths(), source=args.source or settings.source, limit=args.limit)
+    update_state(settings.paths(), source=redact(args.source or settings.source), limit=args.limit)
     return 0
 
 

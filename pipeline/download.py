@@ -18,6 +18,7 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
+from .config import redact
 from .errors import SourceError
 from .failpoints import failpoint
 from .fsutil import atomic_write_text
@@ -150,6 +151,7 @@ def download(url: str, dest: Path, *, timeout: float = 30.0, retries: int = 3, s
     result = Downloaded(dest, url, dest.stat().st_size, _sha256(dest), etag, last_modified, fetched, resumed, False)
     meta = asdict(result)
     meta["path"] = str(dest)
+    meta["url"] = redact(url)
     atomic_write_text(_meta_path(dest), json.dumps(meta, indent=2))
     part_meta.unlink(missing_ok=True)
     return result

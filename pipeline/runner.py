@@ -20,7 +20,7 @@ import pyarrow as pa
 from .config import DEFAULT_MODEL, Settings, redact
 from .db import open_database
 from .embed import embed
-from .errors import ClipsqlError
+from .errors import ClipsqlError, UsageError
 from .extract import extract
 from .failpoints import failpoint
 from .fsutil import atomic_write_json
@@ -80,7 +80,7 @@ def run_pipeline(
         extracted = finish_stage(settings, extract(settings, source, limit), quiet)
         reports.append(extracted)
         run["dataset_version"] = str(extracted.details.get("version", ""))
-        update_state(settings.paths(), source=source, limit=limit)
+        update_state(settings.paths(), source=redact(source), limit=limit)  # credentials stay in the environment
         for model in models:
             reports.append(finish_stage(settings, embed(settings, model, retry_failed=retry_failed), quiet))
             update_state(settings.paths(), model=model)
@@ -112,6 +112,9 @@ def refresh_defaults(settings: Settings, source: str | None, limit: int | None,
     state = read_state(settings.paths())
     chosen_source = source or ("source" in settings.sources_seen and settings.source) or state.get("source") \
         or settings.source
+    if "***" in chosen_source:
+        raise UsageError(f"the last run's source {chosen_source} carried credentials, which clipsql does not store; "
+                         "set CLIPSQL_SOURCE in the environment or pass --source")
     chosen_limit = limit if limit is not None else state.get("limit")
     if model:
         chosen_models = [model]
