@@ -29,7 +29,7 @@ def write_subset(target: Path, keep_fraction: float) -> int:
     target.mkdir(parents=True, exist_ok=True)
     with (SAMPLE / "photos.tsv000").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle, delimiter="\t"))
-    header, photos = rows[0], rows[1:]
+    photos = rows[1:]
     kept = photos[: round(len(photos) * keep_fraction)]
     ids = {row[0] for row in kept}
     for path in sorted(SAMPLE.glob("*.tsv*")):

@@ -87,12 +87,14 @@ class _Flusher:
         if self.ids:
             matrix = np.concatenate(self.vectors).astype(np.float32)
             flat = pa.array(matrix.ravel(), pa.float32())
-            self.store.write_embeddings(pa.table({
+            table = pa.table({
                 "photo_id": self.ids, "model": [self.store.model] * len(self.ids),
                 "embedding": pa.ListArray.from_arrays(pa.array(np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int32)), flat),
                 "sha256": self.hashes, "image_url": self.urls, "embedded_at": _now_ms(len(self.ids)),
-            }))
-            failpoint("embed.part_written")
+            })
+            for offset in range(0, table.num_rows, self.flush_rows):
+                self.store.write_embeddings(table.slice(offset, self.flush_rows))
+                failpoint("embed.part_written")
             self.ids, self.urls, self.hashes, self.vectors = [], [], [], []
         self.last = time.monotonic()
 
@@ -113,11 +115,12 @@ def embed(
     photos = read_photos(settings)
     store = EmbeddingStore(paths.embeddings, model)
     sources = store.embedded_sources()
-    known = photos.join(sources, keys="photo_id", join_type="left outer", right_suffix="_stored")
+    failures = store.failures().select(["photo_id", "url"]).rename_columns(["photo_id", "failed_url"])
+    known = photos.join(sources, keys="photo_id", join_type="left outer").join(
+        failures, keys="photo_id", join_type="left outer")  # joins reorder rows: every mask below is on `known`
     done = pc.fill_null(pc.equal(known["photo_image_url"], known["image_url"]), False)
     changed = pc.and_(pc.is_valid(known["image_url"]), pc.invert(done))  # embedded before, new URL now
-    failures = store.failures()
-    failed_before = pc.is_in(known["photo_id"], failures["photo_id"])
+    failed_before = pc.fill_null(pc.equal(known["failed_url"], known["photo_image_url"]), False)  # this very URL failed
     todo_mask = pc.invert(done) if retry_failed else pc.and_(pc.invert(done), pc.invert(failed_before))
     todo = known.filter(todo_mask)
     old_hashes = dict(zip(known.filter(changed)["photo_id"].to_pylist(), known.filter(changed)["sha256"].to_pylist(),

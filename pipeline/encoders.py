@@ -96,6 +96,9 @@ class ClipEncoder(Encoder):
         from transformers import AutoModel, AutoProcessor
 
         self.name = canonical_model_name(name)
+        if name.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(name)):
+            raise ModelError(f"model directory {name} does not exist; give a directory saved with save_pretrained, a "
+                             f"HuggingFace model id, or {EFFICIENTNET}")
         self.device = pick_device(device)
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         errors = []

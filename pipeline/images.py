@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import numpy as np
 import requests
 from PIL import Image, ImageFile, UnidentifiedImageError
 from requests.adapters import HTTPAdapter
@@ -114,7 +115,8 @@ class ImageFetcher:
                         continue
                     if status >= 400:
                         raise ImageError(f"http_{status}", url)
-                    length = int(response.headers.get("Content-Length") or 0)
+                    declared = response.headers.get("Content-Length", "")
+                    length = int(declared) if declared.isdigit() else 0  # a malformed header is not our problem
                     if length > MAX_BYTES:
                         raise ImageError("too_large", f"{length} bytes")
                     chunks, size = [], 0
@@ -128,7 +130,8 @@ class ImageFetcher:
                 raise ImageError("redirect_loop", url) from None
             except requests.Timeout:
                 last = ImageError("timeout", f"no answer within {self.timeout:g} s")
-            except requests.ConnectionError as exc:
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError) as exc:  # dropped mid-body: worth another try
                 last = ImageError("connection_error", str(exc)[:200])
             except requests.RequestException as exc:
                 raise ImageError("request_error", str(exc)[:200]) from None
@@ -157,9 +160,9 @@ def decode_image(data: bytes, target: int = 224) -> Image.Image:
         if image.format == "JPEG":
             image.draft("RGB", (target, target))
         image.load()
-    except Exception as exc:  # damaged image data
+        return to_rgb(image)
+    except Exception as exc:  # damaged image data, or a mode PIL cannot convert
         raise _damaged(exc) from None
-    return to_rgb(image)
 
 
 def _damaged(exc: Exception) -> ImageError:
@@ -170,15 +173,17 @@ def _damaged(exc: Exception) -> ImageError:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB on a white background, whatever the mode (CMYK, L, I;16, P, RGBA, LA)."""
-    if image.mode == "P" and "transparency" in image.info:
+    if image.mode in ("P", "L", "RGB") and "transparency" in image.info:  # palette or colour-key transparency
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        image = image.point(lambda v: v / 256).convert("L")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        array = np.asarray(image).astype(np.float64)
+        top = 65535.0 if image.mode != "I" or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8), mode="L")
     if image.mode != "RGB":
         image = image.convert("RGB")
     return image

@@ -123,13 +123,19 @@ class EmbeddingStore:
         return _latest_per_photo(table, "embedded_at").select(columns[:3])
 
     def failures(self) -> pa.Table:
-        """The latest failure per photo, for photos that have no vector since."""
+        """The latest failure per photo, where no vector was made after it (a photo whose new URL
+        failed keeps its old vector and its failure)."""
         parts = self._parts("failed")
         if not parts:
             return FAILURE_SCHEMA.empty_table()
         failed = _latest_per_photo(pq.read_table(parts, schema=FAILURE_SCHEMA), "failed_at")
-        done = self.embedded_ids()
-        return failed.filter(pc.invert(pc.is_in(failed["photo_id"], done)))
+        vector_parts = self._parts("part")
+        if not vector_parts:
+            return failed
+        latest = _latest_per_photo(pq.read_table(vector_parts, columns=["photo_id", "embedded_at"]), "embedded_at")
+        joined = failed.join(latest, keys="photo_id", join_type="left outer")
+        newer = pc.fill_null(pc.greater(joined["failed_at"], joined["embedded_at"]), True)
+        return joined.filter(newer).select(FAILURE_SCHEMA.names).cast(FAILURE_SCHEMA)
 
     def read_all(self) -> pa.Table:
         """Every photo's newest vector."""
