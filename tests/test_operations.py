@@ -118,3 +118,26 @@ def test_arrow_embedding_part_schema_is_enforced(tmp_path: Path) -> None:
         store.write_embeddings(pa.table({"photo_id": ["a"]}))
     assert json.dumps(store.read_all().schema.names) == json.dumps(
         ["photo_id", "model", "embedding", "sha256", "image_url", "embedded_at"])
+
+
+def test_load_quarantines_vectors_with_nan_or_wrong_length(loaded, capsys) -> None:
+    data_dir, tables, model, _ = loaded
+    store = EmbeddingStore(data_dir / "embeddings", model)
+    current = store.read_all()
+    ids = current["photo_id"].to_pylist()[:2]
+    broken = current.filter(pa.array([i in ids for i in current["photo_id"].to_pylist()]))
+    dim = len(broken["embedding"][0].as_py())
+    vectors = [[float("nan")] * dim, [0.5] * (dim + 1)]
+    import time as _time
+
+    later = pa.array([int(_time.time() * 1000) + 10_000] * 2, pa.timestamp("ms", tz="UTC"))
+    store.write_embeddings(broken.set_column(2, "embedding", pa.array(vectors, pa.list_(pa.float32())))
+                           .set_column(5, "embedded_at", later))
+    result = run_cli(capsys, "load", "--data-dir", data_dir)
+    assert result.code == 0, result.err
+    report = json.loads((data_dir / "reports" / "load-latest.json").read_text())
+    assert report["rejected"] == 2 and report["in"] == report["out"] + report["skipped"] + report["rejected"]
+    rejects = (data_dir / "rejects" / f"load-{store.slug}.csv").read_text()
+    assert all(i in rejects for i in ids)
+    with database(data_dir) as db:
+        assert db.count(store.table_name) == current.num_rows - 2
