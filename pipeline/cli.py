@@ -12,7 +12,6 @@ import logging
 import logging.handlers
 import re
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -67,6 +66,41 @@ def _positive_int(text: str) -> int:
     return value
 
 
+SELECTION_FLAGS = {"collection": "in a collection (id or title)", "keyword": "tagged with a keyword",
+                   "country": "taken in a country", "photographer": "by a photographer (username)",
+                   "since": "submitted on or after a date (YYYY-MM-DD)", "until": "submitted on or before a date",
+                   "min_downloads": "downloaded at least N times"}
+
+
+def _index_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("vector indexes (changing them rebuilds the index on the next load)")
+    group.add_argument("--index-quantization", choices=("f32", "bf16", "f16", "i8", "b1"),
+                       help="HNSW vector storage (env CLIPSQL_INDEX_QUANTIZATION, default bf16)")
+    group.add_argument("--index-m", type=_positive_int, metavar="M", help="HNSW edges per node (default 32)")
+    group.add_argument("--index-ef-construction", type=_positive_int, metavar="N",
+                       help="HNSW build candidate list size (default 128)")
+    group.add_argument("--ivf-lists", type=int, metavar="N",
+                       help="IVF k-means cells (default about sqrt(vectors); 0: no IVF)")
+
+
+def _selection_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("filters (all must hold)")
+    for name, help_text in SELECTION_FLAGS.items():
+        group.add_argument(f"--{name.replace('_', '-')}", action="append", metavar="VALUE", help=f"only photos {help_text}")
+    group.add_argument("--where", action="append", metavar="SQL",
+                       help="only photos matching a SQL condition on the photos table's columns")
+    group.add_argument("--in", dest="selections", action="append", default=[], metavar="KIND:VALUE",
+                       help="only photos in a selection, e.g. keyword:lake, collection:Nature, ids:a,b")
+
+
+def _selection_texts(args: argparse.Namespace) -> list[str]:
+    texts = list(args.selections)
+    for name in SELECTION_FLAGS:
+        texts += [f"{name}:{value}" for value in getattr(args, name) or []]
+    texts += [f"where:{value}" for value in args.where or []]
+    return texts
+
+
 def build_parser() -> argparse.ArgumentParser:
     common, formats = _common(), _formats()
     parser = argparse.ArgumentParser(
@@ -91,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=_positive_int, help="keep only the first N photos")
     run.add_argument("--model", help=model_help)
     run.add_argument("--retry-failed", action="store_true", help="fetch again the images that failed before")
+    _index_arguments(run)
 
     refresh = command("refresh", "bring the database up to date with the source: only new or changed photos cost work")
     refresh.add_argument("--source", help=source_help + " (default: the last run's)")
@@ -109,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--workers", type=_positive_int, help="concurrent image downloads (default 16)")
     embed.add_argument("--retry-failed", action="store_true", help="fetch again the images that failed before")
 
-    command("load", "create the ClickHouse tables from Parquet and build the vector index")
+    load = command("load", "create the ClickHouse tables from Parquet and build the vector indexes")
+    _index_arguments(load)
 
     gc = command("gc", "remove staging tables, superseded cached images, merged embedding parts, old reports")
     gc.add_argument("--keep-reports", type=_positive_int, default=30, help="stage reports kept per stage (default 30)")
@@ -119,11 +155,23 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--photo-id", metavar="ID", help="a photo in the database (excluded from its own results)")
     what.add_argument("--image", metavar="PATH_OR_URL", help="an image file or http(s) URL")
     what.add_argument("--text", metavar="TEXT", action="append",
-                      help="a text description (CLIP models); repeat to combine several")
-    search.add_argument("-k", type=_positive_int, default=10, help="how many results (default 10)")
+                      help="a text description (CLIP models); repeat to add several")
+    search.add_argument("--minus", metavar="TEXT", action="append",
+                        help="a text to subtract from the --text query (\"beach\" minus \"people\"); repeatable")
+    predicate = search.add_argument_group("predicate and metric")
+    predicate.add_argument("-k", type=_positive_int, default=10, help="how many results (default 10)")
+    predicate.add_argument("--radius", type=float, metavar="R",
+                           help="instead of k: every photo within distance R, nearest first")
+    predicate.add_argument("--metric", choices=("cosine", "l2"), default="cosine", help="distance (default cosine)")
+    plan = search.add_argument_group("plan")
+    plan.add_argument("--method", choices=("auto", "hnsw", "ivf", "exact"), default="auto",
+                      help="HNSW index, IVF cells, or a full scan (default auto: the index if there is one)")
+    plan.add_argument("--exact", action="store_true", help="same as --method exact")
+    plan.add_argument("--ef-search", type=_positive_int, metavar="N",
+                      help="HNSW candidate list size (hnsw_candidate_list_size_for_search; default 256)")
+    plan.add_argument("--nprobe", type=_positive_int, metavar="N", help="IVF cells to scan (default a tenth)")
+    _selection_arguments(search)
     search.add_argument("--model", help="which loaded model to search (default: the last one embedded)")
-    search.add_argument("--exact", action="store_true", help="full scan instead of the HNSW index")
-
     query = command("query", "run a named analytics query from queries/", formats)
     query.add_argument("name", nargs="?", help="query name (see --list)")
     query.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a query parameter")
@@ -145,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     flags = {name: getattr(args, name, None) for name in
-             ("data_dir", "dsn", "source", "model", "batch_size", "device", "workers")}
+             ("data_dir", "dsn", "source", "model", "batch_size", "device", "workers", "index_quantization",
+              "index_m", "index_ef_construction", "ivf_lists")}
     return load_settings(flags)
 
 
@@ -210,15 +259,19 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    from .search import search
+    from .search import SearchOptions, search
+    from .selection import parse_selection
 
-    started = time.perf_counter()
+    options = SearchOptions(k=args.k, metric=args.metric, radius=args.radius,
+                            method="exact" if args.exact else args.method, ef_search=args.ef_search,
+                            nprobe=args.nprobe, within=parse_selection(_selection_texts(args), allow_sql=True))
     with open_database(settings) as db:
-        rows = search(db, settings, photo_id=args.photo_id, image=args.image, text=args.text, k=args.k,
-                      model=args.model, exact=args.exact)
-    emit(rows, args.format)
-    if args.format == "table":
-        log.info("search took %.3f s", time.perf_counter() - started)
+        result = search(db, settings, photo_id=args.photo_id, image=args.image, text=args.text, minus=args.minus,
+                        model=args.model, options=options)
+    emit(result.rows, args.format)
+    for warning in result.warnings:
+        log.warning("warning: %s", warning)
+    log.info("model %s; plan %s; %.3f s", result.model.name, result.plan, result.seconds)
     return 0
 
 

@@ -35,6 +35,10 @@ class Settings:
     http_timeout: float = 20.0
     http_retries: int = 3
     flush_rows: int = 512  # vectors per Parquet part: the most compute a crash can lose
+    index_quantization: str = "bf16"  # HNSW: how vectors are stored in the graph (f32, bf16, f16, i8, b1)
+    index_m: int = 32  # HNSW: edges per node
+    index_ef_construction: int = 128  # HNSW: candidate list size while building
+    ivf_lists: int | None = None  # IVF k-means cells; None: about sqrt(vectors); 0: none
     sources_seen: dict[str, str] = field(default_factory=dict, repr=False)  # setting -> where it came from
 
     @property
@@ -91,7 +95,7 @@ class DataPaths:
         return self.root / "state.json"
 
 
-_INT_FIELDS = {"batch_size", "workers", "http_retries", "flush_rows"}
+_INT_FIELDS = {"batch_size", "workers", "http_retries", "flush_rows", "index_m", "index_ef_construction"}
 _FLOAT_FIELDS = {"http_timeout"}
 _SETTING_NAMES = [f.name for f in fields(Settings) if f.name != "sources_seen"]
 
@@ -100,6 +104,11 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
     if value is None:
         return None
     try:
+        if name == "ivf_lists":
+            coerced = int(value)
+            if coerced < 0:
+                raise ValueError
+            return coerced
         if name in _INT_FIELDS:
             coerced: Any = int(value)
             if coerced <= 0:
@@ -111,9 +120,12 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
                 raise ValueError
             return coerced
     except (TypeError, ValueError):
-        raise UsageError(f"{origin}: {name} must be a positive number, got {value!r}") from None
+        kind = "a non-negative" if name == "ivf_lists" else "a positive"
+        raise UsageError(f"{origin}: {name} must be {kind} number, got {value!r}") from None
     if name == "data_dir":
         return Path(value).expanduser()
+    if name == "index_quantization" and value not in ("f64", "f32", "f16", "bf16", "i8", "b1"):
+        raise UsageError(f"{origin}: index quantization must be f64, f32, f16, bf16, i8 or b1, got {value!r}")
     if name == "device" and value not in ("auto", "cpu", "cuda", "mps"):
         raise UsageError(f"{origin}: device must be auto, cpu, cuda or mps, got {value!r}")
     return str(value)

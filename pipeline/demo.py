@@ -17,7 +17,7 @@ from .encoders import EFFICIENTNET, clip_weights_available
 from .output import emit
 from .queries import run_query
 from .runner import run_pipeline
-from .search import search
+from .search import SearchOptions, search
 
 log = logging.getLogger("clipsql")
 
@@ -45,7 +45,7 @@ def run_demo(settings: Settings, *, model: str | None, k: int, fmt: str, quiet: 
         target, description, downloads = target_rows[0]
         sections: list[tuple[str, str, Any]] = [
             ("search", f"Photos most similar to {target} ({description!r}, {downloads} downloads), model {chosen}:",
-             search(db, settings, photo_id=target, k=k, model=chosen)),
+             search(db, settings, photo_id=target, model=chosen, options=SearchOptions(k=k)).rows),
             ("similar_downloads", f"similar_downloads: downloads of its {k} nearest neighbours:",
              run_query(db, settings, "similar_downloads", {"photo_id": target, "k": k, "model": search_model_name(chosen)})),
             ("popular_candidate_keywords", "popular_candidate_keywords: top keywords of the most downloaded neighbour:",

@@ -20,6 +20,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from . import ivf
 from .config import Settings
 from .db import Database
 from .errors import ClipsqlError, DatabaseError
@@ -40,14 +41,26 @@ class IndexParams:
     quantization: str = "bf16"
     m: int = 32
     ef_construction: int = 128
+    ivf_lists: int | None = None  # k-means cells; None: about sqrt(vectors); 0: no IVF
 
     def template(self, dim: int) -> dict:
         if self.metric not in ("cosineDistance", "L2Distance"):
             raise ClipsqlError(f"index metric must be cosineDistance or L2Distance, got {self.metric!r}")
         if self.quantization not in ("f64", "f32", "f16", "bf16", "i8", "b1"):
             raise ClipsqlError(f"index quantization must be f64, f32, f16, bf16, i8 or b1, got {self.quantization!r}")
+        if self.m < 2 or self.ef_construction < 1:
+            raise ClipsqlError(f"index M must be at least 2 and ef_construction at least 1, got {self.m}, "
+                               f"{self.ef_construction}")
         return {"metric": f"'{self.metric}'", "dim": int(dim), "quantization": f"'{self.quantization}'",
                 "m": int(self.m), "ef_construction": int(self.ef_construction)}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IndexParams:
+        return cls(quantization=settings.index_quantization, m=settings.index_m,
+                   ef_construction=settings.index_ef_construction, ivf_lists=settings.ivf_lists)
+
+    def fingerprint(self, dim: int) -> str:
+        return f"{self.template(dim)}|ivf={self.ivf_lists}"
 
 
 def ensure_catalog(db: Database) -> None:
@@ -126,6 +139,25 @@ def _valid_vector_rows(vectors: pa.ChunkedArray, dim: int) -> np.ndarray:
     return ok
 
 
+def _ivf_cells(vectors: pa.Table, dim: int, params: IndexParams, stats: dict) -> tuple[pa.Table | None, pa.Table]:
+    """k-means centroids as a table, and the vectors with their `cell` column (0 everywhere without IVF)."""
+    lists = ivf.default_lists(vectors.num_rows) if params.ivf_lists is None else params.ivf_lists
+    if lists == 0 or vectors.num_rows == 0:
+        return None, vectors.append_column("cell", pa.array(np.zeros(vectors.num_rows, np.uint32)))
+    started = time.monotonic()
+    matrix = pc.list_flatten(vectors["embedding"].combine_chunks()).to_numpy().reshape(-1, dim)
+    centroids = ivf.kmeans(matrix, lists)
+    cells = ivf.assign(matrix, centroids)
+    counts = np.bincount(cells, minlength=len(centroids)).astype(np.uint64)
+    flat = pa.array(centroids.ravel(), pa.float32())
+    offsets = pa.array(np.arange(0, centroids.size + 1, dim, dtype=np.int32))
+    table = pa.table({"cell": pa.array(np.arange(len(centroids), dtype=np.uint32)),
+                      "centroid": pa.ListArray.from_arrays(offsets, flat), "vectors": pa.array(counts)})
+    stats.update({"ivf_lists": len(centroids), "ivf_build_s": round(time.monotonic() - started, 2),
+                  "ivf_largest_cell": int(counts.max())})
+    return table, vectors.append_column("cell", pa.array(cells))
+
+
 def build_vector_index(db: Database, table: str, dim: int, params: IndexParams) -> dict:
     """Merge to one part, then build the HNSW index once and check that it exists."""
     started = time.monotonic()
@@ -151,7 +183,7 @@ def load_embeddings(db: Database, settings: Settings, store: EmbeddingStore, pho
         return
     dim = int(meta["dim"])
     fingerprint = hashlib.sha256(
-        f"{store.fingerprint()}|{photos_fingerprint}|{params.template(dim)}".encode()).hexdigest()
+        f"{store.fingerprint()}|{photos_fingerprint}|{params.fingerprint(dim)}".encode()).hexdigest()
     stats: dict = {"table": store.table_name, "dim": dim}
     report.details.setdefault("models", {})[store.model] = stats
     if loaded_fingerprint(db, store.table_name) == fingerprint and db.table_exists(store.table_name):
@@ -182,11 +214,21 @@ def load_embeddings(db: Database, settings: Settings, store: EmbeddingStore, pho
     stage = STAGE_PREFIX + store.table_name
     db.command("DROP TABLE IF EXISTS {t:Identifier} SYNC", {"t": stage})
     db.run_file("tables/embeddings.sql", {"table": stage, "dim": dim})
+    centroids, vectors = _ivf_cells(vectors, dim, params, stats)
     _insert(db, stage, vectors, f"load {store.slug}")
     failpoint("load.vectors_inserted")
     stats.update(build_vector_index(db, stage, dim, params))
     failpoint("load.index_built")
+    ivf_table = "ivf_" + store.slug
+    if centroids is not None:
+        db.command("DROP TABLE IF EXISTS {t:Identifier} SYNC", {"t": STAGE_PREFIX + ivf_table})
+        db.run_file("tables/ivf_centroids.sql", {"table": STAGE_PREFIX + ivf_table})
+        db.insert_arrow(STAGE_PREFIX + ivf_table, centroids)
     swap_in(db, store.table_name, stage)
+    if centroids is not None:
+        swap_in(db, ivf_table, STAGE_PREFIX + ivf_table)
+    else:
+        db.command("DROP TABLE IF EXISTS {t:Identifier} SYNC", {"t": ivf_table})
     db.run_file("tables/photo_embeddings.sql")
     db.insert_arrow("models", pa.table({
         "model": [store.model], "table_name": [store.table_name], "dim": pa.array([dim], pa.uint32()),
@@ -200,7 +242,7 @@ def load_embeddings(db: Database, settings: Settings, store: EmbeddingStore, pho
 
 
 def load(db: Database, settings: Settings, params: IndexParams | None = None) -> StageReport:
-    params = params or IndexParams()
+    params = params or IndexParams.from_settings(settings)
     report = StageReport("load")
     parquet = settings.paths().parquet
     if not (parquet / "photos.parquet").exists():

@@ -72,6 +72,9 @@ def emit(data: pa.Table | Sequence[dict[str, Any]], fmt: str = "table", out: Tex
         return
     if title:
         out.write(f"{title}\n")
+    if not columns:
+        out.write("(0 rows)\n")
+        return
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     numeric = [all(isinstance(row.get(c), (int, float)) or row.get(c) is None for row in rows) and rows for c in columns]

@@ -1,24 +1,42 @@
-"""Nearest-neighbour search by photo id, image (file or URL) or text.
+"""Nearest-neighbour and range search by photo id, image (file or URL) or text.
 
 A query becomes one vector, bound as `{q:Array(Float32)}` (an untyped literal would be read as
-Float64 and slow the scan), and one SQL statement from `sql/search/knn.sql` answers it through
-the model's HNSW index, joined with the photo details.
+Float64 and slow the scan). Candidates come from one of three plans, each a statement in
+`sql/search/`: the HNSW index (`hnsw`), the IVF cells (`ivf`, k-means in plain SQL) or a full
+scan (`exact`). `nearest.sql` scores them in the chosen metric and marks which pass the
+selection, the exclusion and the radius. When post-filtering leaves fewer than k rows (or a
+range query has not reached its radius yet), the candidate list grows; when it cannot grow any
+more, an exact pre-filtered scan answers instead. The plan taken is reported, never hidden.
+
+Cosine and L2 rank unit vectors identically (|a-b|^2 = 2 - 2cos), and clipsql stores unit
+vectors, so the one cosine index serves both metrics; the reported score is the exact metric.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from .config import Settings
 from .db import Database
 from .encoders import Encoder, load_encoder
 from .errors import NotFoundError, UsageError
 from .images import ImageError, ImageFetcher, decode_image
+from .selection import Selection
+from .sqlfile import Fragment, fill_template
 from .state import read_state
 from .store import canonical_model_name
+
+METRICS = {"cosine": "cosineDistance", "l2": "L2Distance"}
+METHODS = ("auto", "hnsw", "ivf", "exact")
+NO_RADIUS = 1e30
+MAX_FETCH = 10_000  # candidates one index query may return before clipsql switches to an exact scan
+DETAIL_COLUMNS = ["photo_image_url", "photo_description", "photographer_username"]
 
 
 @dataclass
@@ -28,12 +46,55 @@ class LoadedModel:
     dim: int
     encoder: str
 
+    @property
+    def centroids_table(self) -> str:
+        return "ivf_" + self.table.removeprefix("embeddings_")
+
+
+@dataclass
+class SearchOptions:
+    """How to search: predicate (k or radius), metric, plan and its knobs, and which photos qualify."""
+
+    k: int = 10
+    metric: str = "cosine"
+    radius: float | None = None
+    method: str = "auto"
+    ef_search: int | None = None  # hnsw_candidate_list_size_for_search
+    nprobe: int | None = None  # IVF cells scanned
+    within: Selection = field(default_factory=Selection)
+    exclude: str = ""
+    max_fetch: int = MAX_FETCH
+
+    def check(self) -> None:
+        if self.k <= 0:
+            raise UsageError(f"-k must be at least 1, got {self.k}")
+        if self.metric not in METRICS:
+            raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if self.method not in METHODS:
+            raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.radius is not None and not (math.isfinite(self.radius) and self.radius >= 0):
+            raise UsageError(f"--radius must be a non-negative number, got {self.radius}")
+        for name in ("ef_search", "nprobe"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+@dataclass
+class SearchResult:
+    rows: list[dict[str, Any]]
+    model: LoadedModel
+    plan: str
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
 
 def loaded_models(db: Database) -> list[LoadedModel]:
     if not db.table_exists("models"):
         return []
     rows = db.query_rows("SELECT model, table_name, dim, encoder FROM models FINAL ORDER BY model")
-    return [LoadedModel(*row) for row in rows if db.table_exists(row[1])]
+    existing = set(db.tables("embeddings_"))
+    return [LoadedModel(*row) for row in rows if row[1] in existing]
 
 
 def resolve_model(db: Database, settings: Settings, explicit: str | None = None) -> LoadedModel:
@@ -77,22 +138,148 @@ def image_vector(encoder: Encoder, settings: Settings, path_or_url: str) -> np.n
     return encoder.embed([image])[0]
 
 
-def text_vector(encoder: Encoder, texts: list[str]) -> np.ndarray:
-    vectors = encoder.encode_text(texts)
-    combined = vectors.sum(axis=0)
-    return combined / max(float(np.linalg.norm(combined)), 1e-12)
+def text_vector(encoder: Encoder, texts: list[str], minus: list[str] | None = None) -> np.ndarray:
+    """Texts added, `minus` texts subtracted (system 4's "beach - people"), then L2-normalised."""
+    texts = [t for t in texts if t.strip()]
+    minus = [t for t in (minus or []) if t.strip()]
+    if not texts:
+        raise UsageError("--text needs at least one non-empty text")
+    combined = encoder.encode_text(texts).sum(axis=0)
+    if minus:
+        combined = combined - encoder.encode_text(minus).sum(axis=0)
+    norm = float(np.linalg.norm(combined))
+    if norm < 1e-6:
+        raise UsageError("the --text and --minus texts cancel each other out; there is nothing left to search for")
+    return (combined / norm).astype(np.float32)
 
 
-def knn(db: Database, model: LoadedModel, vector: np.ndarray, k: int, exclude: str = "", exact: bool = False) -> list[dict[str, Any]]:
-    if k <= 0:
-        raise UsageError(f"-k must be at least 1, got {k}")
+def vector_index_exists(db: Database, table: str) -> bool:
+    return bool(int(db.command(
+        "SELECT count() FROM system.data_skipping_indices WHERE database = currentDatabase() AND table = {t:String} "
+        "AND type = 'vector_similarity'", {"t": table})))
+
+
+def choose_method(db: Database, model: LoadedModel, requested: str) -> str:
+    """`auto`: the HNSW index if the table has one, else IVF cells if they exist, else a full scan."""
+    has_index = requested in ("auto", "hnsw") and vector_index_exists(db, model.table)
+    has_ivf = requested in ("auto", "ivf") and db.table_exists(model.centroids_table)
+    if requested == "hnsw" and not has_index:
+        raise UsageError(f"model {model.name} has no HNSW index ({model.table}); run `clipsql load` or use --method exact")
+    if requested == "ivf" and not has_ivf:
+        raise UsageError(f"model {model.name} has no IVF cells ({model.centroids_table}); run `clipsql load` "
+                         "or use --method exact")
+    if requested != "auto":
+        return requested
+    return "hnsw" if has_index else "ivf" if has_ivf else "exact"
+
+
+def compose_statement(db: Database, candidates: str, metric: str, index_metric: str, where: Fragment) -> str:
+    inner = db.sql(f"search/candidates_{candidates}.sql").statements()[0]
+    template = {"metric": METRICS[metric], "index_metric": index_metric, "filter": where}
+    return fill_template(db.sql("search/nearest.sql").statements()[0],
+                         {**template, "candidates": Fragment(fill_template(inner, template))})
+
+
+def _details(db: Database, ids: list[str]) -> pa.Table:
+    if not ids:
+        return pa.table({"photo_id": pa.array([], pa.string()), **{c: pa.array([], pa.string()) for c in DETAIL_COLUMNS}})
+    return db.query_arrow(db.sql("search/photo_details.sql").text, {"ids": ids})
+
+
+def with_details(db: Database, scored: pa.Table) -> list[dict[str, Any]]:
+    """Attach what a result shows about each photo (one primary-key lookup), nearest first."""
+    details = _details(db, scored["photo_id"].to_pylist())
+    joined = scored.join(details, keys="photo_id", join_type="left outer")
+    joined = joined.sort_by([("distance", "ascending"), ("photo_id", "ascending")])
+    return joined.select(["photo_id", "distance", *DETAIL_COLUMNS]).to_pylist()
+
+
+def nearest(db: Database, model: LoadedModel, vector: np.ndarray, options: SearchOptions,
+            index_metric: str = "cosineDistance") -> SearchResult:
+    """The k nearest (or all within the radius) photos to `vector` that pass the selection."""
+    options.check()
     if vector.shape != (model.dim,):
         raise UsageError(f"query vector has {vector.shape[0]} dimensions but model {model.name} has {model.dim}")
-    params = {"table": model.table, "q": [float(x) for x in vector], "fetch": k + (1 if exclude else 0),
-              "exclude": exclude, "k": k}
-    settings = {"use_skip_indexes": 0} if exact else None
-    result = db.query_arrow(db.sql("search/knn.sql").text, params, settings=settings)
-    return result.to_pylist()
+    started = time.perf_counter()
+    method = choose_method(db, model, options.method)
+    where, params = options.within.condition()
+    radius = NO_RADIUS if options.radius is None else float(options.radius)
+    base = {"table": model.table, "q": [float(x) for x in vector], "exclude": options.exclude, "radius": radius,
+            **params}
+    warnings: list[str] = []
+    filtered = not options.within.is_all or options.radius is not None
+    if method != "exact":
+        settings: dict[str, Any] = {}
+        if method == "hnsw":
+            if options.ef_search:
+                settings["hnsw_candidate_list_size_for_search"] = options.ef_search
+        else:
+            settings["use_skip_indexes"] = 0
+            base.update(centroids=model.centroids_table, nprobe=options.nprobe or _default_nprobe(db, model))
+        fetch = options.k + (1 if options.exclude else 0)
+        if filtered:
+            fetch = max(fetch * 4, 64)
+        fetch = min(fetch, options.max_fetch)
+        sql = compose_statement(db, method, options.metric, index_metric, where)
+        rounds = 0
+        while True:
+            rounds += 1
+            settings["max_limit_for_vector_search_queries"] = max(1000, fetch)
+            scored = db.query_arrow(sql, {**base, "fetch": fetch}, settings=settings)
+            passing = scored.filter(scored["passes"])
+            exhausted = scored.num_rows < fetch
+            if options.radius is None:
+                done = passing.num_rows >= options.k or (exhausted and method == "hnsw")
+            else:
+                farthest = scored["distance"][-1].as_py() if scored.num_rows else 0.0
+                done = exhausted or farthest > radius
+            if done:
+                plan = f"{method}: {rounds} round{'s' if rounds > 1 else ''}, {scored.num_rows} candidates"
+                if method == "ivf":
+                    plan += f", nprobe {base['nprobe']}"
+                break
+            if fetch >= options.max_fetch or exhausted:
+                warnings.append(
+                    f"the {method} plan found {passing.num_rows} qualifying photos among {scored.num_rows} candidates; "
+                    "answered with an exact pre-filtered scan instead")
+                method = "exact"
+                break
+            fetch = min(fetch * 4, options.max_fetch)
+    if method == "exact":
+        limit = options.k if options.radius is None else 2**62
+        sql = compose_statement(db, "exact", options.metric, index_metric, where)
+        scored = db.query_arrow(sql, {**base, "fetch": limit}, settings={"use_skip_indexes": 0})
+        passing = scored.filter(scored["passes"])
+        plan = "exact: full scan" + (" of the selection" if not options.within.is_all else "")
+    if options.radius is None:
+        passing = passing.slice(0, options.k)
+        if passing.num_rows < options.k and not options.within.is_all:
+            warnings.append(f"only {passing.num_rows} photos match {options.within.describe()}; asked for {options.k}")
+    rows = with_details(db, passing.select(["photo_id", "distance"]))
+    return SearchResult(rows, model, plan, warnings, round(time.perf_counter() - started, 4))
+
+
+def _default_nprobe(db: Database, model: LoadedModel) -> int:
+    """A tenth of the cells, at least 4: high recall at a fraction of a full scan."""
+    cells = int(db.command("SELECT count() FROM {t:Identifier}", {"t": model.centroids_table}))
+    return max(4, math.ceil(cells / 10))
+
+
+def query_vector(db: Database, settings: Settings, model: LoadedModel, *, photo_id: str | None = None,
+                 image: str | None = None, text: list[str] | None = None, minus: list[str] | None = None,
+                 encoder: Encoder | None = None) -> np.ndarray:
+    """The vector a search is about: a stored photo's, an image's or a text's."""
+    given = [x for x in (photo_id, image, text) if x]
+    if len(given) != 1:
+        raise UsageError("give exactly one of --photo-id, --image or --text")
+    if minus and not text:
+        raise UsageError("--minus subtracts texts from a --text query; give --text too")
+    if photo_id:
+        return photo_vector(db, model, photo_id)
+    encoder = encoder or load_encoder(model.name, settings.device)
+    if image:
+        return image_vector(encoder, settings, image)
+    return text_vector(encoder, list(text or []), minus)
 
 
 def search(
@@ -102,18 +289,16 @@ def search(
     photo_id: str | None = None,
     image: str | None = None,
     text: list[str] | None = None,
-    k: int = 10,
+    minus: list[str] | None = None,
     model: str | None = None,
-    exact: bool = False,
+    options: SearchOptions | None = None,
     encoder: Encoder | None = None,
-) -> list[dict[str, Any]]:
-    given = [x for x in (photo_id, image, text) if x]
-    if len(given) != 1:
-        raise UsageError("give exactly one of --photo-id, --image or --text")
+) -> SearchResult:
+    """Search by exactly one of a stored photo (itself excluded), an image, or texts."""
+    options = options or SearchOptions()
     loaded = resolve_model(db, settings, model)
+    vector = query_vector(db, settings, loaded, photo_id=photo_id, image=image, text=text, minus=minus,
+                          encoder=encoder)
     if photo_id:
-        vector = photo_vector(db, loaded, photo_id)
-    else:
-        encoder = encoder or load_encoder(loaded.name, settings.device)
-        vector = image_vector(encoder, settings, image) if image else text_vector(encoder, list(text or []))
-    return knn(db, loaded, vector, k, exclude=photo_id or "", exact=exact)
+        options.exclude = photo_id
+    return nearest(db, loaded, vector, options)

@@ -22,6 +22,11 @@ _PARAM_LINE = re.compile(r"^--\s+(\w+)\s+([A-Za-z0-9_(), ]+?)(?:\s*=\s*(\S+))?\s
 _SAFE_TEMPLATE_VALUE = re.compile(r"^[A-Za-z0-9_.']+$")
 
 
+class Fragment(str):
+    """SQL text that clipsql composed from its own `.sql` files (never from user values, which stay
+    bound parameters); the one kind of text `fill_template` inserts as it is."""
+
+
 @dataclass
 class Param:
     name: str
@@ -146,13 +151,15 @@ def bind_parameters(sql_file: SqlFile, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def fill_template(text: str, values: dict[str, Any]) -> str:
-    """Fill `${name}` slots with integers or plain identifiers only; anything else is refused."""
+    """Fill `${name}` slots with integers, plain identifiers or composed `Fragment`s; anything else is refused."""
 
     def replace(match: re.Match[str]) -> str:
         name = match[1]
         if name not in values:
             raise KeyError(f"template slot ${{{name}}} has no value")
         value = values[name]
+        if isinstance(value, Fragment):
+            return str(value)
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise TypeError(f"template slot {name}: unsupported value {value!r}")
         text_value = str(value)

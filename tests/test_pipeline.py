@@ -158,11 +158,14 @@ def test_database_tables_match_fixture_counts(run: Run) -> None:
 
 
 def test_knn_sql_reads_through_the_vector_index(run: Run) -> None:
+    from pipeline.search import compose_statement
+    from pipeline.sqlfile import Fragment
+
     with database(run.data_dir) as db:
-        sql = db.sql("search/knn.sql").text.rstrip().rstrip(";")
+        sql = compose_statement(db, "hnsw", "cosine", "cosineDistance", Fragment("1"))
         plan = "\n".join(r[0] for r in db.query_rows(
             "EXPLAIN indexes = 1 " + sql,
-            {"table": run.store.table_name, "q": [0.25] * 16, "fetch": 6, "exclude": "", "k": 5}))
+            {"table": run.store.table_name, "q": [0.25] * 16, "fetch": 6, "exclude": "", "radius": 1e30}))
     assert "vector_similarity" in plan
 
 
@@ -192,6 +195,15 @@ def test_search_by_text_equals_numpy_exact(run: Run, capsys) -> None:
                      "--data-dir", run.data_dir)
     assert result.code == 0, result.err
     assert [r["photo_id"] for r in result.json()] == [i for i, _ in expected]
+    texts = encoder.encode_text(["a red mountain", "a lake", "people"])
+    combined = texts[0] + texts[1] - texts[2]
+    expected = exact_knn(ids, vectors, combined / np.linalg.norm(combined), 4)
+    result = run_cli(capsys, "search", "--text", "a red mountain", "--text", "a lake", "--minus", "people", "-k", "4",
+                     "--format", "json", "--data-dir", run.data_dir)
+    assert result.code == 0, result.err
+    assert [r["photo_id"] for r in result.json()] == [i for i, _ in expected]
+    result = run_cli(capsys, "search", "--text", "lake", "--minus", "lake", "--data-dir", run.data_dir)
+    assert result.code == 2 and "cancel each other out" in result.err
 
 
 def test_search_by_image_file_and_url_finds_the_photo_itself(run: Run, capsys, fixture_server, tmp_path: Path) -> None:

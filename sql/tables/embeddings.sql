@@ -1,7 +1,9 @@
 -- embeddings: the image vectors of one model (one such table per model, embeddings_<model>).
 --
 -- The vector length is checked on insert; vectors are stored without compression because
--- float noise does not compress and decompressing it slows every exact scan.
+-- float noise does not compress and decompressing it slows every exact scan. `cell` is the
+-- vector's IVF cell (its nearest k-means centroid in ivf_<model>, 0 when IVF is off); sorting
+-- by it first lets an IVF query read only the granules of the cells it probes.
 CREATE TABLE IF NOT EXISTS {table:Identifier}
 (
     photo_id String,
@@ -10,7 +12,8 @@ CREATE TABLE IF NOT EXISTS {table:Identifier}
     sha256 String,
     image_url String,
     embedded_at DateTime64(3, 'UTC'),
+    cell UInt32 DEFAULT 0,
     CONSTRAINT vector_len CHECK length(embedding) = {dim:UInt32}
 )
 ENGINE = MergeTree
-ORDER BY photo_id;
+ORDER BY (cell, photo_id);

@@ -1,0 +1,21 @@
+-- candidates_ivf: the {fetch} stored vectors nearest to the query among the nprobe IVF cells
+-- whose k-means centroids are nearest to it (system 2's Voronoi partition, in plain SQL).
+--
+-- The embeddings table is sorted by (cell, photo_id), so `cell IN (...)` reads only the
+-- granules of the probed cells; this needs no vector index and runs on any ClickHouse.
+--
+-- Parameters:
+--   table Identifier  the model's embeddings table, embeddings_<model>
+--   centroids Identifier  its centroid table, ivf_<model>
+--   q Array(Float32)  the query vector
+--   nprobe UInt32  how many cells to scan
+--   fetch UInt32  how many candidates
+SELECT photo_id, embedding
+FROM {table:Identifier}
+WHERE cell IN (
+    SELECT cell FROM {centroids:Identifier}
+    ORDER BY cosineDistance(centroid, {q:Array(Float32)})
+    LIMIT {nprobe:UInt32}
+)
+ORDER BY cosineDistance(embedding, {q:Array(Float32)}), photo_id
+LIMIT {fetch:UInt32}
