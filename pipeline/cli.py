@@ -18,10 +18,12 @@ from pathlib import Path
 from . import __version__
 from .config import DEFAULT_MODEL, Settings, load_settings, redact
 from .db import open_database
+from .encoders import use_data_dir
 from .errors import ClipsqlError, UsageError
 from .lock import writer_lock
 from .output import FORMATS, emit
 from .report import StageReport
+from .train.commands import add_eval_parser, add_train_parser, run_eval, run_train
 
 EPILOG = """examples:
   clipsql demo                                   offline sample: extract, embed, load, search, analytics
@@ -116,9 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text, description=help_text, parents=[common, *parents])
 
     source_help = ("dataset: an http(s) URL of an Unsplash Lite zip (default: the published one), a local zip or "
-                   "directory of TSV files, hf:OWNER/NAME (precomputed vectors) or sample (bundled, offline)")
-    model_help = (f"HuggingFace CLIP model id (default {DEFAULT_MODEL}), a local save_pretrained directory, or "
-                  "efficientnet-lite0 (offline ImageNet weights)")
+                   "directory of TSV files, hf:OWNER/NAME (precomputed vectors), sample (bundled, offline), or a "
+                   "labelled image set: folder:PATH (class sub-folders), cifar10:PATH, idx:PATH (MNIST-style)")
+    model_help = (f"HuggingFace CLIP/SigLIP model id (default {DEFAULT_MODEL}), a local save_pretrained directory, "
+                  "efficientnet-lite0 (offline ImageNet weights), color-histogram, pixels, phash, or a model made "
+                  "by `clipsql train` (pca, autoencoder, triplet-BASE)")
 
     run = command("run", "extract + embed + load, with the stage reports at the end")
     run.add_argument("--source", help=source_help)
@@ -172,6 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--nprobe", type=_positive_int, metavar="N", help="IVF cells to scan (default a tenth)")
     _selection_arguments(search)
     search.add_argument("--model", help="which loaded model to search (default: the last one embedded)")
+    verify = command("verify", "measure the recall@k and latency of the approximate plans against exact search",
+                     formats)
+    verify.add_argument("--model", help="which loaded model (default: the last one embedded)")
+    verify.add_argument("--queries", type=_positive_int, default=100, help="sampled query photos (default 100)")
+    verify.add_argument("-k", type=_positive_int, default=10, help="neighbours per query (default 10)")
+    verify.add_argument("--metric", choices=("cosine", "l2"), default="cosine", help="distance (default cosine)")
+    verify.add_argument("--method", action="append", choices=("hnsw", "ivf"),
+                        help="plans to check (default every plan the model has)")
+    verify.add_argument("--ef-search", type=_positive_int, metavar="N", help="HNSW candidate list size")
+    verify.add_argument("--nprobe", type=_positive_int, metavar="N", help="IVF cells to scan")
+    verify.add_argument("--min-recall", type=float, default=0.9, help="fail below this mean recall (default 0.9)")
+    verify.add_argument("--seed", type=int, default=0, help="which sample of queries (default 0)")
+
     query = command("query", "run a named analytics query from queries/", formats)
     query.add_argument("name", nargs="?", help="query name (see --list)")
     query.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a query parameter")
@@ -188,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command("demo", "offline demo on the bundled sample: run the pipeline, search, analytics", formats)
     demo.add_argument("--model", help=f"default: {DEFAULT_MODEL} if its weights are cached, else efficientnet-lite0")
     demo.add_argument("-k", type=_positive_int, default=5, help="results per search (default 5)")
+
+    add_train_parser(commands, common, _positive_int)
+    add_eval_parser(commands, common, formats, _positive_int)
     return parser
 
 
@@ -275,6 +295,25 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from .search import SearchOptions, resolve_model, vector_index_exists
+    from .verify import check_threshold, verify
+
+    if not 0 <= args.min_recall <= 1:
+        raise UsageError(f"--min-recall must be between 0 and 1, got {args.min_recall}")
+    with open_database(settings) as db:
+        model = resolve_model(db, settings, args.model)
+        available = {"hnsw": vector_index_exists(db, model.table), "ivf": db.table_exists(model.centroids_table)}
+        methods = args.method or [method for method, present in available.items() if present]
+        if not methods:
+            raise UsageError(f"model {model.name} has neither an HNSW index nor IVF cells; run `clipsql load`")
+        options = SearchOptions(k=args.k, metric=args.metric, ef_search=args.ef_search, nprobe=args.nprobe)
+        rows = verify(db, model, methods=methods, queries=args.queries, options=options, seed=args.seed)
+    emit(rows, args.format)
+    check_threshold(rows, args.min_recall)
+    return 0
+
+
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     from .queries import list_queries, parse_param_args, run_query
 
@@ -324,13 +363,24 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    _report(settings, run_train(args, settings), args.quiet)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    emit(run_eval(args, settings), args.format)
+    return 0
+
+
 COMMANDS = {
+    "train": cmd_train, "eval": cmd_eval,
     "run": cmd_run, "refresh": cmd_refresh, "gc": cmd_gc, "extract": cmd_extract, "embed": cmd_embed, "load": cmd_load, "search": cmd_search,
-    "query": cmd_query, "sql": cmd_sql, "status": cmd_status, "demo": cmd_demo,
+    "verify": cmd_verify, "query": cmd_query, "sql": cmd_sql, "status": cmd_status, "demo": cmd_demo,
 }
 
 
-WRITERS = {"run", "refresh", "extract", "embed", "load", "demo", "gc"}
+WRITERS = {"run", "refresh", "extract", "embed", "load", "demo", "gc", "train"}
 
 
 def _configure_logging(quiet: bool, log_file: str | None) -> list[logging.Handler]:
@@ -359,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = _configure_logging(args.quiet, args.log_file)
     try:
         settings = _settings(args)
+        use_data_dir(settings.data_dir)  # where trained encoders (pca, autoencoder, triplet-*) are found
         if args.command in WRITERS:
             with writer_lock(settings.data_dir, f"clipsql {args.command}"):
                 return COMMANDS[args.command](args, settings)

@@ -18,7 +18,7 @@ from pipeline.search import SearchOptions, nearest, resolve_model
 from pipeline.selection import parse_selection
 from tests.fixtures.unsplash import HOSTILE_STRING
 from tests.fixtures.vectors import VectorDb, build_vector_db
-from tests.helpers import CliResult, database, run_cli
+from tests.helpers import CliResult, database, env, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +229,54 @@ def test_photo_query_with_path_like_tmp(tmp_path: Path) -> None:
     # a selection file name cannot be reached with path tricks
     with pytest.raises(UsageError, match="unknown kind"):
         parse_selection("../tables/photos:x")
+
+
+def test_verify_reports_recall_and_fails_below_the_threshold(vdb: VectorDb, capsys) -> None:
+    result = run_cli(capsys, "verify", "--queries", "25", "--format", "json", "--data-dir", vdb.data_dir)
+    assert result.code == 0, result.err
+    rows = {row["method"]: row for row in result.json()}
+    assert set(rows) == {"exact", "hnsw", "ivf"}
+    assert rows["exact"]["recall"] == 1.0 and rows["hnsw"]["recall"] >= 0.9 and rows["ivf"]["recall"] >= 0.8
+    assert all(row["queries"] == 25 and row["p50_ms"] > 0 for row in rows.values())
+    with database(vdb.data_dir) as db:
+        cells = db.count("ivf_synthetic_32")
+    every_cell = run_cli(capsys, "verify", "--queries", "10", "--method", "ivf", "--nprobe", str(cells),
+                         "--min-recall", "1", "--format", "json", "--data-dir", vdb.data_dir)
+    assert every_cell.code == 0 and every_cell.json()[1]["recall"] == 1.0, every_cell.err  # all cells = exact
+    one_cell = run_cli(capsys, "verify", "--queries", "25", "--method", "ivf", "--nprobe", "1", "--min-recall", "0.999",
+                       "--format", "json", "--data-dir", vdb.data_dir)
+    assert one_cell.code == 1
+    assert one_cell.json()[1]["recall"] < 0.999 and "recall@10 below 0.999: ivf" in one_cell.err
+
+
+def test_ivf_cells_partition_the_vectors_by_nearest_centroid(vdb: VectorDb) -> None:
+    with database(vdb.data_dir) as db:
+        centroids = db.query_arrow("SELECT cell, centroid, vectors FROM ivf_synthetic_32 ORDER BY cell")
+        cells = db.query_arrow("SELECT photo_id, cell FROM embeddings_synthetic_32")
+    matrix = np.array(centroids["centroid"].to_pylist(), dtype=np.float32)
+    assert len(matrix) == round(np.sqrt(len(vdb.ids)))  # default: about sqrt(n) cells
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
+    by_id = dict(zip(cells["photo_id"].to_pylist(), cells["cell"].to_pylist(), strict=True))
+    expected = np.argmax(vdb.vectors @ matrix.T, axis=1)
+    assert [by_id[i] for i in vdb.ids] == expected.tolist()
+    assert sum(centroids["vectors"].to_pylist()) == len(vdb.ids)
+
+
+def test_index_parameters_are_configurable_and_ivf_can_be_off(tmp_path: Path, capsys) -> None:
+    small = build_vector_db(tmp_path, n=60, dim=8, clusters=3, seed=5,
+                            load_args=("--ivf-lists", "0", "--index-quantization", "f32", "--index-m", "16",
+                                       "--index-ef-construction", "64"))
+    with database(small.data_dir) as db:
+        definition = db.command("SELECT type_full FROM system.data_skipping_indices "
+                                "WHERE table = 'embeddings_synthetic_8'").replace("\\", "")
+        assert "'f32', 16, 64" in definition
+        assert not db.table_exists("ivf_synthetic_8")
+    result = run_cli(capsys, "search", f"--photo-id={small.ids[0]}", "--method", "ivf", "--data-dir", small.data_dir)
+    assert result.code == 2 and "has no IVF cells" in result.err
+    result = run_cli(capsys, "load", "--ivf-lists", "4", "--data-dir", small.data_dir)  # a parameter change rebuilds
+    assert result.code == 0, result.err
+    with database(small.data_dir) as db:
+        assert db.count("ivf_synthetic_8") == 4
+    with env(CLIPSQL_INDEX_QUANTIZATION="q4"):
+        result = run_cli(capsys, "load", "--data-dir", small.data_dir)
+    assert result.code == 2 and "CLIPSQL_INDEX_QUANTIZATION" in result.err
