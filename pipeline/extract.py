@@ -72,6 +72,8 @@ def extract(settings: Settings, source: str | None = None, limit: int | None = N
     paths = settings.paths()
     resolved = resolve_source(source, paths, timeout=settings.http_timeout, retries=settings.http_retries)
     report.notes.extend(resolved.notes)
+    for reason, count in resolved.convert_rejects.items():
+        report.rejects_by_reason[f"images: {reason}"] += count
 
     version = source_version(resolved)
 
@@ -130,7 +132,7 @@ def extract(settings: Settings, source: str | None = None, limit: int | None = N
 
     report.rows_in = sum(s["in"] for s in table_stats.values())
     report.rows_out = sum(s["out"] for s in table_stats.values())
-    report.rejected = sum(s["rejected"] for s in table_stats.values())
+    report.rejected = sum(s["rejected"] for s in table_stats.values()) + sum(resolved.convert_rejects.values())
     report.skipped = sum(s["skipped"] for s in table_stats.values())
     report.details = {"version": version, "source": redact(resolved.description), "limit": limit, "tables": table_stats}
     if resolved.download is not None:

@@ -1,4 +1,5 @@
-"""Where the dataset comes from: a URL, a local zip, a directory, the bundled sample, or `hf:`.
+"""Where the dataset comes from: a URL, a local zip, a directory, the bundled sample, `hf:`, or a
+labelled image set (`folder:`, `cifar10:`, `idx:`, converted by pipeline.imagesets).
 
 A source is resolved to the TSV files of each table (split files `.tsv000`, `.tsv001`, ...
 in order) and, for directories, the folder that relative image paths are resolved against.
@@ -10,6 +11,7 @@ import hashlib
 import re
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -18,6 +20,7 @@ from urllib.parse import urlsplit
 from .config import DataPaths
 from .download import Downloaded, download
 from .errors import SourceError
+from .imagesets import convert, parse_source
 from .resources import sample_dir
 from .schemas import TABLES
 
@@ -38,6 +41,7 @@ class TsvSource:
     image_base: Path | None = None  # relative photo_image_url values are resolved against this
     download: Downloaded | None = None
     notes: list[str] = field(default_factory=list)
+    convert_rejects: Counter = field(default_factory=Counter)  # image-set files that could not be used, by reason
 
 
 def _group(names: list[str]) -> dict[str, list[str]]:
@@ -107,7 +111,14 @@ def resolve_source(source: str, paths: DataPaths, *, timeout: float, retries: in
     """Turn the --source value into table files, downloading if it is a URL."""
     if is_hf_source(source):
         raise ValueError("hf: sources are read by pipeline.hfsource")
-    if source == "sample":
+    image_set = parse_source(source)
+    if image_set is not None:
+        converted = convert(*image_set, paths)
+        resolved = _dir_source(converted.directory, converted.description)
+        resolved.image_base = None  # photo_image_url holds absolute paths already
+        resolved.notes.extend(converted.notes)
+        resolved.convert_rejects.update(converted.rejects)
+    elif source == "sample":
         resolved = _dir_source(sample_dir(), "sample (bundled, openclipart-png)")
     elif source.startswith(("http://", "https://")):
         name = PurePosixPath(urlsplit(source).path).name or "dataset.zip"
@@ -123,7 +134,7 @@ def resolve_source(source: str, paths: DataPaths, *, timeout: float, retries: in
         else:
             raise SourceError(
                 f"--source {source!r}: no such file or directory (expected an http(s) URL, a zip, a directory of "
-                "TSV files, hf:OWNER/NAME or sample)"
+                "TSV files, hf:OWNER/NAME, sample, folder:PATH, cifar10:PATH or idx:PATH)"
             )
     if not resolved.files.get("photos"):
         found = ", ".join(t for t, f in resolved.files.items() if f) or "no table files"
