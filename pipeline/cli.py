@@ -12,6 +12,7 @@ import logging
 import logging.handlers
 import re
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -176,6 +177,22 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--nprobe", type=_positive_int, metavar="N", help="IVF cells to scan (default a tenth)")
     _selection_arguments(search)
     search.add_argument("--model", help="which loaded model to search (default: the last one embedded)")
+    join = command("join", "similarity join: each photo of set A with its nearest photos in set B", formats)
+    join.add_argument("--a", action="append", metavar="KIND:VALUE",
+                      help="set A as a selection (keyword:lake, collection:..., country:..., ids:a,b; default all "
+                           "photos); repeat to intersect")
+    join.add_argument("--b", action="append", metavar="KIND:VALUE", help="set B, the same way (default all photos)")
+    join_predicate = join.add_mutually_exclusive_group()
+    join_predicate.add_argument("-k", type=_positive_int, help="kNN join: the k nearest B photos of each A photo "
+                                "(default 10)")
+    join_predicate.add_argument("--radius", type=float, metavar="R", help="range join: every pair within distance R")
+    join.add_argument("--metric", choices=("cosine", "l2"), default="cosine", help="distance (default cosine)")
+    join.add_argument("--method", choices=("exact", "index"), default="exact",
+                      help="exact: batched matrix products in this process (default); index: one HNSW query per A photo")
+    join.add_argument("--batch-size", type=_positive_int, default=512, help="A photos per batch (default 512)")
+    join.add_argument("--output", metavar="FILE.parquet", help="write the pairs to a Parquet file instead of printing")
+    join.add_argument("--model", help="which loaded model (default: the last one embedded)")
+
     verify = command("verify", "measure the recall@k and latency of the approximate plans against exact search",
                      formats)
     verify.add_argument("--model", help="which loaded model (default: the last one embedded)")
@@ -295,6 +312,33 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_join(args: argparse.Namespace, settings: Settings) -> int:
+    import pyarrow as pa
+
+    from .join import PAIR_SCHEMA, JoinSpec, similarity_join, write_pairs
+    from .search import resolve_model
+    from .selection import parse_selection
+
+    spec = JoinSpec(a=parse_selection(args.a or [], allow_sql=True), b=parse_selection(args.b or [], allow_sql=True),
+                    k=None if args.radius is not None else (args.k or 10), radius=args.radius, metric=args.metric,
+                    method=args.method, batch_size=args.batch_size)
+    started = time.perf_counter()
+    with open_database(settings) as db:
+        model = resolve_model(db, settings, args.model)
+        pairs = similarity_join(db, model, spec)
+        if args.output:
+            count = write_pairs(pairs, Path(args.output))
+            log.info("%d pairs written to %s", count, args.output)
+        else:
+            table = pa.Table.from_batches(list(pairs), schema=PAIR_SCHEMA)
+            count = table.num_rows
+            emit(table, args.format)
+    log.info("join of %s with %s (%s, %s, %s): %d pairs in %.2f s", spec.a.describe(), spec.b.describe(),
+             f"k={spec.k}" if spec.k else f"radius={spec.radius}", spec.metric, spec.method, count,
+             time.perf_counter() - started)
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from .search import SearchOptions, resolve_model, vector_index_exists
     from .verify import check_threshold, verify
@@ -376,7 +420,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS = {
     "train": cmd_train, "eval": cmd_eval,
     "run": cmd_run, "refresh": cmd_refresh, "gc": cmd_gc, "extract": cmd_extract, "embed": cmd_embed, "load": cmd_load, "search": cmd_search,
-    "verify": cmd_verify, "query": cmd_query, "sql": cmd_sql, "status": cmd_status, "demo": cmd_demo,
+    "join": cmd_join, "verify": cmd_verify, "query": cmd_query, "sql": cmd_sql, "status": cmd_status, "demo": cmd_demo,
 }
 
 

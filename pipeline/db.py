@@ -106,6 +106,18 @@ class Database:
         except ClickHouseError as exc:
             raise DatabaseError(f"{_first_line(sql)}: {_engine_message(exc)}") from None
 
+    def stream_arrow(
+        self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Arrow record batches as the engine produces them, so a big result never sits in memory whole."""
+        try:
+            with self.client.query_arrow_stream(sql, parameters=params or None, settings=settings,
+                                                use_strings=True) as stream:
+                for block in stream:
+                    yield from (block.to_batches() if isinstance(block, pa.Table) else [block])
+        except ClickHouseError as exc:
+            raise DatabaseError(f"{_first_line(sql)}: {_engine_message(exc)}") from None
+
     def query_rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
         try:
             return self.client.query(sql, parameters=params or None).result_rows
