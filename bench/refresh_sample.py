@@ -54,7 +54,8 @@ def clipsql(*args: str, data_dir: Path) -> float:
     return round(time.perf_counter() - started, 2)
 
 
-def main() -> int:
+def measure() -> dict:
+    """The refresh figures on the bundled sample (the suite calls this; main() also writes them)."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         source, data_dir = tmp_path / "release", tmp_path / "data"
@@ -66,9 +67,13 @@ def main() -> int:
         delta = clipsql("refresh", data_dir=data_dir)
         noop_after = clipsql("refresh", data_dir=data_dir)
         embed = json.loads((data_dir / "reports" / "embed-latest.json").read_text())
-    figures = {"photos_before": before, "photos_after": after, "initial_run_s": initial,
-               "noop_refresh_s": noop, "refresh_plus_10pct_s": delta, "noop_refresh_after_s": noop_after,
-               "model": "efficientnet-lite0", "cpu_cores": os.cpu_count(), "last_embed_report": embed}
+    return {"photos_before": before, "photos_after": after, "initial_run_s": initial,
+            "noop_refresh_s": noop, "refresh_plus_10pct_s": delta, "noop_refresh_after_s": noop_after,
+            "model": "efficientnet-lite0", "cpu_cores": os.cpu_count(), "last_embed_report": embed}
+
+
+def main() -> int:
+    figures = measure()
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     (ROOT / "bench" / "results" / "refresh_sample.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps({k: v for k, v in figures.items() if k != "last_embed_report"}, indent=2))

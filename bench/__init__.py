@@ -1,0 +1,1 @@
+"""clipsql benchmarks: `python -m bench.suite` (see bench/suite.py)."""
