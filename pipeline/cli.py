@@ -33,6 +33,7 @@ EPILOG = """examples:
   clipsql search --photo-id XMyPniM9LF0 --format json
   clipsql query similar_downloads --param photo_id=XMyPniM9LF0 --param k=10
   clipsql sql "SELECT count() FROM conversions"
+  clipsql serve                                  the web app on http://127.0.0.1:8000/
 
 configuration: flags > environment (CLIPSQL_DATA_DIR, CLIPSQL_DSN, CLIPSQL_MODEL, ...) > .env > defaults.
 The database password comes only from the CLIPSQL_PASSWORD environment variable."""
@@ -177,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--nprobe", type=_positive_int, metavar="N", help="IVF cells to scan (default a tenth)")
     _selection_arguments(search)
     search.add_argument("--model", help="which loaded model to search (default: the last one embedded)")
+    pictures = search.add_argument_group("pictures (a contact sheet of the key and the results with their scores)")
+    pictures.add_argument("--html", metavar="FILE.html", help="also write it as one self-contained HTML page")
+    pictures.add_argument("--png", metavar="FILE.png", help="also write it as a PNG image grid")
     join = command("join", "similarity join: each photo of set A with its nearest photos in set B", formats)
     join.add_argument("--a", action="append", metavar="KIND:VALUE",
                       help="set A as a selection (keyword:lake, collection:..., country:..., ids:a,b; default all "
@@ -192,6 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--batch-size", type=_positive_int, default=512, help="A photos per batch (default 512)")
     join.add_argument("--output", metavar="FILE.parquet", help="write the pairs to a Parquet file instead of printing")
     join.add_argument("--model", help="which loaded model (default: the last one embedded)")
+
+    dups = command("duplicates", "near-duplicate groups: same file, similar perceptual hash, or close vectors",
+                   formats)
+    dups.add_argument("--tier", action="append", choices=("exact", "phash", "embedding"),
+                      help="evidence to use (default all three): same sha256, Hamming distance of 64-bit "
+                           "perceptual hashes, cosine distance of image vectors")
+    dups.add_argument("--max-hamming", type=int, default=10, metavar="BITS",
+                      help="phash tier: most differing bits of 64 (default 10)")
+    dups.add_argument("--max-distance", type=float, default=0.08, metavar="D",
+                      help="embedding tier: largest cosine distance (default 0.08; depends on the model)")
+    dups.add_argument("--model", help="which loaded model the embedding tier uses (default: the last one embedded)")
+    _selection_arguments(dups)
 
     verify = command("verify", "measure the recall@k and latency of the approximate plans against exact search",
                      formats)
@@ -222,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command("demo", "offline demo on the bundled sample: run the pipeline, search, analytics", formats)
     demo.add_argument("--model", help=f"default: {DEFAULT_MODEL} if its weights are cached, else efficientnet-lite0")
     demo.add_argument("-k", type=_positive_int, default=5, help="results per search (default 5)")
+
+    serve = command("serve", "the web app: pick a key image (or text, or an upload), see its nearest photos and "
+                    "their download analytics")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    serve.add_argument("--model", help="the model the pages start with (default: the last one embedded)")
+    serve.add_argument("--workers", type=_positive_int, default=1,
+                       help="server processes (default 1; more only with a ClickHouse server DSN, not chDB)")
 
     add_train_parser(commands, common, _positive_int)
     add_eval_parser(commands, common, formats, _positive_int)
@@ -305,6 +329,15 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     with open_database(settings) as db:
         result = search(db, settings, photo_id=args.photo_id, image=args.image, text=args.text, minus=args.minus,
                         model=args.model, options=options)
+        if args.html or args.png:
+            from .contact_sheet import write_contact_sheets
+            from .images import ImageFetcher
+
+            fetcher = ImageFetcher(settings.paths().images, timeout=settings.http_timeout, retries=settings.http_retries)
+            for path in write_contact_sheets(db, fetcher, result, photo_id=args.photo_id, image=args.image,
+                                             text=args.text, minus=args.minus, metric=args.metric, radius=args.radius,
+                                             html_path=args.html, png_path=args.png):
+                log.info("contact sheet written to %s", path)
     emit(result.rows, args.format)
     for warning in result.warnings:
         log.warning("warning: %s", warning)
@@ -336,6 +369,23 @@ def cmd_join(args: argparse.Namespace, settings: Settings) -> int:
     log.info("join of %s with %s (%s, %s, %s): %d pairs in %.2f s", spec.a.describe(), spec.b.describe(),
              f"k={spec.k}" if spec.k else f"radius={spec.radius}", spec.metric, spec.method, count,
              time.perf_counter() - started)
+    return 0
+
+
+def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
+    from .duplicates import TIERS, DuplicateOptions, collect_pairs, group_pairs
+    from .search import resolve_model
+    from .selection import parse_selection
+
+    options = DuplicateOptions(tiers=tuple(args.tier or TIERS), max_hamming=args.max_hamming,
+                               max_distance=args.max_distance,
+                               within=parse_selection(_selection_texts(args), allow_sql=True))
+    options.check()
+    with open_database(settings) as db:
+        model = resolve_model(db, settings, args.model) if "embedding" in options.tiers else None
+        rows = group_pairs(collect_pairs(db, model, options))
+    emit(rows, args.format)
+    log.info("%d photos in %d duplicate groups", len(rows), len({r["group"] for r in rows}))
     return 0
 
 
@@ -400,6 +450,13 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from .web import serve
+
+    serve(settings, host=args.host, port=args.port, model=args.model, workers=args.workers)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from .demo import run_demo
 
@@ -420,7 +477,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS = {
     "train": cmd_train, "eval": cmd_eval,
     "run": cmd_run, "refresh": cmd_refresh, "gc": cmd_gc, "extract": cmd_extract, "embed": cmd_embed, "load": cmd_load, "search": cmd_search,
-    "join": cmd_join, "verify": cmd_verify, "query": cmd_query, "sql": cmd_sql, "status": cmd_status, "demo": cmd_demo,
+    "join": cmd_join, "duplicates": cmd_duplicates, "verify": cmd_verify, "query": cmd_query, "sql": cmd_sql, "status": cmd_status, "demo": cmd_demo,
+    "serve": cmd_serve,
 }
 
 

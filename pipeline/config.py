@@ -83,6 +83,10 @@ class DataPaths:
         return self.root / "embeddings"
 
     @property
+    def hashes(self) -> Path:
+        return self.root / "hashes"
+
+    @property
     def rejects(self) -> Path:
         return self.root / "rejects"
 

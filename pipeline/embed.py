@@ -10,6 +10,7 @@ loses at most that much compute and no downloads.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -27,8 +28,9 @@ from .encoders import Encoder, load_encoder
 from .errors import ClipsqlError
 from .failpoints import failpoint
 from .images import ImageError, ImageFetcher, decode_image, thumbnail_url
+from .phash import phash64
 from .report import StageReport
-from .store import EmbeddingStore
+from .store import EmbeddingStore, HashStore
 
 FLUSH_SECONDS = 30.0
 
@@ -40,6 +42,7 @@ class Prepared:
     sha256: str = ""
     error: ImageError | None = None
     from_cache: bool = False
+    phash: int = 0
 
 
 def read_photos(settings: Settings) -> pa.Table:
@@ -56,8 +59,10 @@ def _now_ms(n: int) -> pa.Array:
 class _Flusher:
     """Buffers vectors and failures and writes them as parts, by size or by time."""
 
-    def __init__(self, store: EmbeddingStore, flush_rows: int) -> None:
+    def __init__(self, store: EmbeddingStore, flush_rows: int, hashes: HashStore | None = None) -> None:
         self.store = store
+        self.hash_store = hashes
+        self.hash_rows: list[tuple[str, str, str, int]] = []  # photo_id, url, sha256, phash
         self.flush_rows = flush_rows
         self.ids: list[str] = []
         self.urls: list[str] = []
@@ -77,6 +82,11 @@ class _Flusher:
             self.flush()
 
     def flush(self) -> None:
+        if self.hash_rows and self.hash_store is not None:
+            pid, url, sha, value = zip(*self.hash_rows, strict=True)
+            self.hash_store.write(pa.table({"photo_id": list(pid), "image_url": list(url), "sha256": list(sha),
+                                            "phash": pa.array(value, pa.uint64()), "hashed_at": _now_ms(len(pid))}))
+            self.hash_rows = []
         if self.failures:
             pid, url, reason, detail = zip(*self.failures, strict=True)
             self.store.write_failures(pa.table({
@@ -141,7 +151,7 @@ def embed(
                                pool_size=settings.workers)
         ids = todo["photo_id"].to_pylist()
         urls = todo["photo_image_url"].to_pylist()
-        flusher = _Flusher(store, settings.flush_rows)
+        flusher = _Flusher(store, settings.flush_rows, HashStore(paths.hashes))
 
         def prepare(index: int) -> Prepared:
             url = thumbnail_url(urls[index])
@@ -154,7 +164,8 @@ def embed(
             except ImageError as exc:
                 fetcher.evict(url)
                 return Prepared(index, error=exc)
-            return Prepared(index, encoder.prepare(image), fetched.sha256, from_cache=fetched.from_cache)
+            return Prepared(index, encoder.prepare(image), fetched.sha256, from_cache=fetched.from_cache,
+                            phash=phash64(image))
 
         batch: list[Prepared] = []
         relinked: list[Prepared] = []  # new URL, same bytes: keep the vector, record the URL
@@ -178,6 +189,9 @@ def embed(
                 finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in finished:
                     prepared = future.result()
+                    if prepared.error is None:
+                        flusher.hash_rows.append((ids[prepared.index], urls[prepared.index], prepared.sha256,
+                                                  prepared.phash))
                     if prepared.error is None and old_hashes.get(ids[prepared.index]) == prepared.sha256:
                         relinked.append(prepared)
                         bar.update(1)
@@ -212,8 +226,47 @@ def embed(
     report.rejected = sum(reasons.values())
     report.rejects_by_reason.update(reasons)
     report.skipped += already + skipped_failed
+    report.details["hashed_from_cache"] = backfill_hashes(settings, store)
     _write_failure_list(settings, store)
     return report.finish()
+
+
+def backfill_hashes(settings: Settings, store: EmbeddingStore) -> int:
+    """Hash the images of embedded photos that have no perceptual hash for their current bytes yet
+    (embedded before hashes existed, or hashed parts lost), from the image cache: no network."""
+    hashes = HashStore(settings.paths().hashes)
+    sources = store.embedded_sources()
+    known = hashes.read_all().select(["photo_id", "sha256"])
+    known = known.append_column("hashed", pa.array(np.ones(known.num_rows, dtype=bool)))
+    joined = sources.join(known, keys=["photo_id", "sha256"], join_type="left outer")
+    missing = joined.filter(pc.is_null(joined["hashed"]))
+    if missing.num_rows == 0:
+        return 0
+    fetcher = ImageFetcher(settings.paths().images, timeout=settings.http_timeout, retries=0)
+    ids, urls, shas = (missing[c].to_pylist() for c in ("photo_id", "image_url", "sha256"))
+
+    def hash_one(index: int) -> tuple[int, int | None]:
+        url = thumbnail_url(urls[index])
+        local = url.startswith("file://") or "://" not in url
+        data = fetcher.fetch(url).data if local else fetcher.cached(url)
+        if data is None or hashlib.sha256(data).hexdigest() != shas[index]:
+            return index, None  # not cached any more, or the cache holds other bytes: hashed on the next fetch
+        try:
+            return index, phash64(decode_image(data, 64))
+        except ImageError:
+            return index, None
+
+    rows = []
+    with ThreadPoolExecutor(max_workers=max(1, min(settings.workers, 4)), thread_name_prefix="phash") as pool:
+        for index, value in tqdm(pool.map(hash_one, range(len(ids))), total=len(ids), unit="img", desc="phash",
+                                 disable=None, leave=False):
+            if value is not None:
+                rows.append((ids[index], urls[index], shas[index], value))
+    if rows:
+        pid, url, sha, value = zip(*rows, strict=True)
+        hashes.write(pa.table({"photo_id": list(pid), "image_url": list(url), "sha256": list(sha),
+                               "phash": pa.array(value, pa.uint64()), "hashed_at": _now_ms(len(pid))}))
+    return len(rows)
 
 
 def _relink(store: EmbeddingStore, flusher: _Flusher, ids: list[str], urls: list[str], hashes: list[str]) -> None:

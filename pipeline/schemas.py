@@ -124,3 +124,13 @@ FAILURE_SCHEMA = pa.schema(
         ("failed_at", pa.timestamp("ms", tz="UTC")),
     ]
 )
+
+HASH_SCHEMA = pa.schema(
+    [
+        ("photo_id", pa.string()),
+        ("image_url", pa.string()),
+        ("sha256", pa.string()),
+        ("phash", pa.uint64()),
+        ("hashed_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)

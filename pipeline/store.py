@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from .errors import ModelError
 from .fsutil import atomic_write_json, atomic_write_parquet, read_json
-from .schemas import EMBEDDING_SCHEMA, FAILURE_SCHEMA
+from .schemas import EMBEDDING_SCHEMA, FAILURE_SCHEMA, HASH_SCHEMA
 
 
 def canonical_model_name(model: str) -> str:
@@ -62,7 +62,60 @@ def stored_models(root: Path) -> list[str]:
     return [name for name in names if name]
 
 
-class EmbeddingStore:
+class PartDirectory:
+    """A directory of append-only, atomically written Parquet parts named `<prefix>-<ns>.parquet`."""
+
+    dir: Path
+
+    def _parts(self, prefix: str) -> list[Path]:
+        return sorted(self.dir.glob(f"{prefix}-*.parquet")) if self.dir.is_dir() else []
+
+    def _write(self, prefix: str, table: pa.Table) -> Path | None:
+        if table.num_rows == 0:
+            return None
+        path = self.dir / f"{prefix}-{time.time_ns()}.parquet"
+        atomic_write_parquet(path, table)
+        return path
+
+
+class HashStore(PartDirectory):
+    """Perceptual hashes of the images behind the current vectors, shared by all models.
+
+    A photo's hash is tied to the sha256 of the image it was computed from, so a photo whose
+    image changed is hashed again, and one re-linked to identical bytes is not."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root
+
+    def write(self, table: pa.Table) -> Path | None:
+        return self._write("part", table.select(HASH_SCHEMA.names).cast(HASH_SCHEMA))
+
+    def read_all(self) -> pa.Table:
+        """The newest hash per photo."""
+        parts = self._parts("part")
+        if not parts:
+            return HASH_SCHEMA.empty_table()
+        return _latest_per_photo(pq.read_table(parts, schema=HASH_SCHEMA), "hashed_at")
+
+    def fingerprint(self) -> str:
+        latest = self.read_all()
+        digest = hashlib.sha256()
+        for name in ("photo_id", "sha256"):
+            digest.update("\x1f".join(latest[name].to_pylist()).encode())
+        return digest.hexdigest()
+
+    def compact(self) -> int:
+        parts = self._parts("part")
+        if len(parts) <= 1:
+            return 0
+        kept = self._write("part", self.read_all())
+        for path in parts:
+            if path != kept:
+                path.unlink(missing_ok=True)
+        return len(parts) - 1
+
+
+class EmbeddingStore(PartDirectory):
     """The embeddings directory of one model."""
 
     def __init__(self, root: Path, model: str) -> None:
@@ -90,16 +143,6 @@ class EmbeddingStore:
                                                         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
     # -- parts ----------------------------------------------------------------------------------
-    def _parts(self, prefix: str) -> list[Path]:
-        return sorted(self.dir.glob(f"{prefix}-*.parquet")) if self.dir.is_dir() else []
-
-    def _write(self, prefix: str, table: pa.Table) -> Path | None:
-        if table.num_rows == 0:
-            return None
-        path = self.dir / f"{prefix}-{time.time_ns()}.parquet"
-        atomic_write_parquet(path, table)
-        return path
-
     def write_embeddings(self, table: pa.Table) -> Path | None:
         return self._write("part", table.select(EMBEDDING_SCHEMA.names).cast(EMBEDDING_SCHEMA))
 
