@@ -21,7 +21,7 @@ from .db import Database
 from .images import thumbnail_url
 from .load import STAGE_PREFIX
 from .report import StageReport
-from .store import EmbeddingStore, stored_models
+from .store import EmbeddingStore, HashStore, stored_models
 
 
 def _current_cache_keys(settings: Settings) -> set[str] | None:
@@ -43,6 +43,7 @@ def collect_garbage(db: Database | None, settings: Settings, keep_reports: int =
     merged = 0
     for model in stored_models(paths.embeddings):
         merged += EmbeddingStore(paths.embeddings, model).compact()
+    merged += HashStore(paths.hashes).compact()
     freed, removed_images = 0, 0
     keep = _current_cache_keys(settings)
     if keep is not None and paths.images.is_dir():
