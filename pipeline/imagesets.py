@@ -375,6 +375,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 writes bytes in protocol 2: text back to bytes, nothing else
     }
 
     def find_class(self, module: str, name: str) -> Any:

@@ -27,7 +27,11 @@ KIND = "pca"
 
 
 def fit_pca(pixels: np.ndarray, components: int, batch: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """mean (d,), components (k, d) with unit rows, explained variance (k,) of rows of `pixels` in [0, 1]."""
+    """mean (d,), components (k, d) with unit rows, explained variance (k,) of the rows of `pixels`.
+
+    With more images than dimensions the d x d covariance is accumulated in batches and
+    diagonalised; with fewer, the n x n Gram matrix of the centred images is (same components,
+    a much smaller eigenproblem)."""
     n, d = pixels.shape
     if n < 2:
         raise UsageError(f"PCA needs at least 2 images, got {n}")
@@ -35,19 +39,27 @@ def fit_pca(pixels: np.ndarray, components: int, batch: int = 4096) -> tuple[np.
     for start in range(0, n, batch):
         mean += pixels[start:start + batch].astype(np.float64).sum(axis=0)
     mean /= n
-    covariance = np.zeros((d, d), np.float64)
     mean32 = mean.astype(np.float32)
-    for start in range(0, n, batch):
-        centred = pixels[start:start + batch].astype(np.float32) - mean32
-        covariance += (centred.T @ centred).astype(np.float64)
-    covariance /= n - 1
-    values, vectors = np.linalg.eigh(covariance)
     k = min(components, d, n - 1)
-    order = np.argsort(values)[::-1][:k]
-    basis = vectors[:, order].T
+    if n <= d:
+        centred = pixels.astype(np.float64) - mean
+        values, vectors = np.linalg.eigh(centred @ centred.T)
+        order = np.argsort(values)[::-1][:k]
+        values, vectors = values[order], vectors[:, order]
+        basis = (centred.T @ vectors / np.sqrt(np.maximum(values, 1e-300))).T
+        values = values / (n - 1)
+    else:
+        covariance = np.zeros((d, d), np.float64)
+        for start in range(0, n, batch):
+            centred = pixels[start:start + batch].astype(np.float32) - mean32
+            covariance += (centred.T @ centred).astype(np.float64)
+        covariance /= n - 1
+        values, vectors = np.linalg.eigh(covariance)
+        order = np.argsort(values)[::-1][:k]
+        values, basis = values[order], vectors[:, order].T
     signs = np.sign(basis[np.arange(k), np.abs(basis).argmax(axis=1)])  # a fixed sign per component
-    basis *= signs[:, None]
-    return mean.astype(np.float32), basis.astype(np.float32), values[order].astype(np.float32)
+    basis = basis * signs[:, None]
+    return mean32, basis.astype(np.float32), values.astype(np.float32)
 
 
 class PcaEncoder(Encoder):
