@@ -197,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--output", metavar="FILE.parquet", help="write the pairs to a Parquet file instead of printing")
     join.add_argument("--model", help="which loaded model (default: the last one embedded)")
 
+    kw = command("keywords", "keywords near a keyword, or tags for a photo, image or text (CLIP keyword vectors)",
+                 formats)
+    about = kw.add_mutually_exclusive_group(required=True)
+    about.add_argument("--like", metavar="KEYWORD", help="keywords similar to this one")
+    about.add_argument("--photo-id", metavar="ID", help="tag a stored photo: the keywords nearest to its image")
+    about.add_argument("--image", metavar="PATH_OR_URL", help="tag an image file or URL")
+    about.add_argument("--text", metavar="TEXT", help="keywords nearest to a text")
+    kw.add_argument("-k", type=_positive_int, default=10, help="how many keywords (default 10)")
+    kw.add_argument("--model", help="which loaded model (default: the last one embedded)")
+
     dups = command("duplicates", "near-duplicate groups: same file, similar perceptual hash, or close vectors",
                    formats)
     dups.add_argument("--tier", action="append", choices=("exact", "phash", "embedding"),
@@ -372,6 +382,24 @@ def cmd_join(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_keywords(args: argparse.Namespace, settings: Settings) -> int:
+    from .keywords import keyword_vector, nearest_keywords
+    from .search import query_vector, resolve_model
+
+    with open_database(settings) as db:
+        model = resolve_model(db, settings, args.model)
+        if args.like:
+            vector = keyword_vector(db, model, args.like)
+            if vector is None:  # not in the dataset: encode it like any text
+                vector = query_vector(db, settings, model, text=[args.like])
+        else:
+            vector = query_vector(db, settings, model, photo_id=args.photo_id, image=args.image,
+                                  text=[args.text] if args.text else None)
+        rows = nearest_keywords(db, model, vector, args.k, exclude=args.like or "", photo_id=args.photo_id or "")
+    emit(rows, args.format)
+    return 0
+
+
 def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
     from .duplicates import TIERS, DuplicateOptions, collect_pairs, group_pairs
     from .search import resolve_model
@@ -477,7 +505,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS = {
     "train": cmd_train, "eval": cmd_eval,
     "run": cmd_run, "refresh": cmd_refresh, "gc": cmd_gc, "extract": cmd_extract, "embed": cmd_embed, "load": cmd_load, "search": cmd_search,
-    "join": cmd_join, "duplicates": cmd_duplicates, "verify": cmd_verify, "query": cmd_query, "sql": cmd_sql, "status": cmd_status, "demo": cmd_demo,
+    "join": cmd_join, "duplicates": cmd_duplicates, "keywords": cmd_keywords, "verify": cmd_verify, "query": cmd_query, "sql": cmd_sql, "status": cmd_status, "demo": cmd_demo,
     "serve": cmd_serve,
 }
 

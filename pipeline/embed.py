@@ -28,6 +28,7 @@ from .encoders import Encoder, load_encoder
 from .errors import ClipsqlError
 from .failpoints import failpoint
 from .images import ImageError, ImageFetcher, decode_image, thumbnail_url
+from .keywords import embed_keywords, missing_keywords
 from .phash import phash64
 from .report import StageReport
 from .store import EmbeddingStore, HashStore
@@ -227,8 +228,24 @@ def embed(
     report.rejects_by_reason.update(reasons)
     report.skipped += already + skipped_failed
     report.details["hashed_from_cache"] = backfill_hashes(settings, store)
+    report.details["keywords_embedded"] = _embed_new_keywords(settings, store, encoder, model, device)
     _write_failure_list(settings, store)
     return report.finish()
+
+
+def _embed_new_keywords(settings: Settings, store: EmbeddingStore, encoder: Encoder | None, model: str,
+                        device: str | None) -> int:
+    """Text vectors for keywords this model has not encoded yet, if it has a text tower."""
+    missing = missing_keywords(settings, store)
+    if not missing:
+        return 0
+    if encoder is None:
+        if (store.meta() or {}).get("encoder") != "clip":
+            return 0
+        encoder = load_encoder(model, device or settings.device, data_dir=settings.data_dir)
+    if not encoder.supports_text:
+        return 0
+    return embed_keywords(encoder, store, missing)
 
 
 def backfill_hashes(settings: Settings, store: EmbeddingStore) -> int:

@@ -26,6 +26,7 @@ from .config import Settings
 from .db import Database
 from .errors import ClipsqlError, DatabaseError
 from .failpoints import failpoint
+from .keywords import keyword_parts, stored_keywords
 from .report import StageReport
 from .schemas import TABLES
 from .store import EmbeddingStore, HashStore, stored_models
@@ -267,8 +268,29 @@ def load(db: Database, settings: Settings, params: IndexParams | None = None) ->
     for model in stored_models(settings.paths().embeddings):
         store = EmbeddingStore(settings.paths().embeddings, model)
         load_embeddings(db, settings, store, photo_ids, photos_fingerprint, params, report)
+        keywords = load_keyword_vectors(db, store)
+        if keywords:
+            report.details.setdefault("models", {}).setdefault(store.model, {})["keywords"] = keywords
     load_hashes(db, HashStore(settings.paths().hashes), photo_ids, photos_fingerprint, report)
     return report.finish()
+
+
+def load_keyword_vectors(db: Database, store: EmbeddingStore) -> int:
+    """The model's keyword text vectors (CLIP-style models only), swapped in like every table."""
+    table_name = "keyword_vectors_" + store.slug
+    keywords = stored_keywords(store)
+    if keywords.num_rows == 0:
+        return 0
+    fingerprint = hashlib.sha256("|".join(p.name for p in keyword_parts(store)).encode()).hexdigest()
+    if loaded_fingerprint(db, table_name) == fingerprint and db.table_exists(table_name):
+        return keywords.num_rows
+    stage = STAGE_PREFIX + table_name
+    db.command("DROP TABLE IF EXISTS {t:Identifier} SYNC", {"t": stage})
+    db.run_file("tables/keyword_vectors.sql", {"table": stage, "dim": len(keywords["embedding"][0])})
+    _insert(db, stage, keywords.select(["keyword", "embedding"]), f"load {table_name}")
+    swap_in(db, table_name, stage)
+    _record(db, table_name, fingerprint, keywords.num_rows)
+    return keywords.num_rows
 
 
 def load_hashes(db: Database, store: HashStore, photo_ids: pa.Array, photos_fingerprint: str,

@@ -276,7 +276,7 @@ def query_vector(db: Database, settings: Settings, model: LoadedModel, *, photo_
         raise UsageError("--minus subtracts texts from a --text query; give --text too")
     if photo_id:
         return photo_vector(db, model, photo_id)
-    encoder = encoder or load_encoder(model.name, settings.device)
+    encoder = encoder or load_encoder(model.name, settings.device, data_dir=settings.data_dir)
     if image:
         return image_vector(encoder, settings, image)
     return text_vector(encoder, list(text or []), minus)

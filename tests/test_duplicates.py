@@ -143,3 +143,9 @@ def test_duplicate_arguments_are_checked(capsys, dup_db) -> None:
     result = run_cli(capsys, "duplicates", "--tier", "exact", "--in", "ids:copy-bytecopy", "--format", "json",
                      "--data-dir", data_dir)
     assert result.code == 0 and result.json() == []  # its twin is outside the selection
+
+
+def test_keyword_vectors_need_a_text_tower(capsys, dup_db) -> None:
+    data_dir = _run(capsys, dup_db)
+    result = run_cli(capsys, "keywords", "--like", "people", "--data-dir", data_dir)
+    assert result.code == 6 and "has no keyword vectors" in result.err

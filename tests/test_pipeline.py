@@ -312,3 +312,49 @@ def test_sql_is_read_only_unless_asked(run: Run, capsys) -> None:
     assert result.code == 2 and "--write" in result.err
     with database(run.data_dir) as db:
         assert db.table_exists("colors")
+
+
+def test_keyword_vectors_are_the_text_tower_of_every_distinct_keyword(run: Run) -> None:
+    from pipeline.encoders import load_encoder
+
+    keywords = sorted({k for k in run.tables["keywords"]["keyword"] if k.strip()})
+    with database(run.data_dir) as db:
+        table = db.query_arrow("SELECT keyword, embedding FROM keyword_vectors_" + run.store.slug + " ORDER BY keyword")
+    assert table["keyword"].to_pylist() == keywords
+    encoder = load_encoder(run.model, "cpu")
+    expected = encoder.encode_text(keywords[:5])
+    np.testing.assert_allclose(np.array(table["embedding"].to_pylist()[:5]), expected, atol=1e-5)
+
+
+def _keyword_matrix(run: Run) -> tuple[list[str], np.ndarray]:
+    with database(run.data_dir) as db:
+        table = db.query_arrow("SELECT keyword, embedding FROM keyword_vectors_" + run.store.slug)
+    return table["keyword"].to_pylist(), np.array(table["embedding"].to_pylist(), dtype=np.float64)
+
+
+def test_similar_keywords_and_photo_tags_match_numpy(run: Run, capsys) -> None:
+    names, matrix = _keyword_matrix(run)
+    counts = run.tables["keywords"].groupby("keyword")["photo_id"].nunique()
+    word = names[0]
+    distances = 1 - matrix @ matrix[0] / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(matrix[0]))
+    expected = sorted((d, n) for n, d in zip(names, distances, strict=True) if n != word)[:4]
+    result = run_cli(capsys, "keywords", "--like", word, "-k", "4", "--format", "json", "--data-dir", run.data_dir)
+    assert result.code == 0, result.err
+    rows = result.json()
+    assert [r["keyword"] for r in rows] == [n for _, n in expected]
+    assert [r["photos"] for r in rows] == [int(counts.get(n, 0)) for _, n in expected]
+
+    ids, vectors = run.vectors()
+    photo = run.ids[0]
+    vector = vectors[ids.index(photo)].astype(np.float64)
+    distances = 1 - matrix @ vector / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(vector))
+    expected = sorted((d, n) for n, d in zip(names, distances, strict=True))[:5]
+    own = set(run.tables["keywords"][run.tables["keywords"]["photo_id"] == photo]["keyword"])
+    result = run_cli(capsys, "keywords", f"--photo-id={photo}", "-k", "5", "--format", "json", "--data-dir", run.data_dir)
+    assert result.code == 0, result.err
+    rows = result.json()
+    assert [r["keyword"] for r in rows] == [n for _, n in expected]
+    assert [r["tagged"] for r in rows] == [n in own for _, n in expected]
+    result = run_cli(capsys, "keywords", "--like", "a word no photo has", "-k", "2", "--format", "json",
+                     "--data-dir", run.data_dir)
+    assert result.code == 0 and len(result.json()) == 2  # encoded on the fly
