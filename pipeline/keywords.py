@@ -83,10 +83,7 @@ def nearest_keywords(db: Database, model: LoadedModel, vector: np.ndarray, k: in
     """The k keywords nearest to `vector`, with how many photos carry each (and whether `photo_id` does)."""
     if k <= 0:
         raise UsageError(f"-k must be at least 1, got {k}")
-    table = keyword_table(model)
-    if not db.table_exists(table):
-        raise NotFoundError(f"model {model.name} has no keyword vectors; they need a model with a text tower "
-                            "(CLIP), computed by `clipsql embed` and loaded by `clipsql load`")
+    table = require_keyword_table(db, model)
     nearest = db.query_arrow(db.sql("search/nearest_keywords.sql").text,
                              {"table": table, "q": [float(x) for x in vector], "exclude": exclude, "k": k})
     counts = db.query_arrow(db.sql("search/keyword_photos.sql").text,
@@ -102,6 +99,15 @@ def nearest_keywords(db: Database, model: LoadedModel, vector: np.ndarray, k: in
     return rows
 
 
+def require_keyword_table(db: Database, model: LoadedModel) -> str:
+    table = keyword_table(model)
+    if not db.table_exists(table):
+        raise NotFoundError(f"model {model.name} has no keyword vectors; they need a model with a text tower "
+                            "(CLIP), computed by `clipsql embed` and loaded by `clipsql load`")
+    return table
+
+
 def keyword_vector(db: Database, model: LoadedModel, keyword: str) -> np.ndarray | None:
-    rows = db.query_rows(db.sql("search/keyword_vector.sql").text, {"table": keyword_table(model), "keyword": keyword})
+    table = require_keyword_table(db, model)
+    rows = db.query_rows(db.sql("search/keyword_vector.sql").text, {"table": table, "keyword": keyword})
     return np.asarray(rows[0][0], dtype=np.float32) if rows else None
