@@ -154,7 +154,8 @@ class Database:
 
 
 def _first_line(sql: str) -> str:
-    line = " ".join(sql.split())
+    """The statement's start for messages, without the header comment."""
+    line = " ".join(" ".join(row for row in sql.splitlines() if not row.lstrip().startswith("--")).split())
     return line[:80] + ("..." if len(line) > 80 else "")
 
 

@@ -48,6 +48,6 @@ def run_query(db: Database, settings: Settings, name: str, params: dict[str, Any
     if "model" in placeholders and "model" not in given:
         given["model"] = resolve_model(db, settings).name
     bound = bind_parameters(query, given)
-    if "photo_id" in bound and "model" in bound:
+    if bound.get("photo_id") and "model" in bound:
         photo_vector(db, resolve_model(db, settings, bound["model"]), bound["photo_id"])  # clear error if missing
     return db.query_arrow(query.text.rstrip().rstrip(";"), bound)

@@ -138,7 +138,9 @@ def bind_parameters(sql_file: SqlFile, given: dict[str, Any]) -> dict[str, Any]:
             f"query {sql_file.name}: unknown parameter(s) {', '.join(unknown)}; "
             f"it takes {', '.join(sorted(placeholders)) or 'none'}"
         )
-    defaults = {p.name: p.default for p in sql_file.params if p.default is not None}
+    # A default written as a quoted SQL string ('' or 'x') means that string.
+    defaults = {p.name: (p.default[1:-1] if len(p.default) >= 2 and p.default[0] == p.default[-1] == "'" else p.default)
+                for p in sql_file.params if p.default is not None}
     bound: dict[str, Any] = {}
     for name, ch_type in placeholders.items():
         if name in given:

@@ -1,0 +1,29 @@
+-- neighbour_downloads_by_country: where the photos most like a given photo are downloaded.
+--
+-- Takes the photo's k nearest neighbours (cosine distance of image vectors, the photo itself
+-- excluded) and counts their downloads per country of the downloading user. Countries with no
+-- download of any neighbour are not listed.
+--
+-- Parameters:
+--   photo_id String  the target photo
+--   k UInt32 = 10  how many neighbours
+--   model String  embedding model; clipsql fills in the model its searches use
+-- Columns: country, downloads, photos
+WITH
+    (
+        SELECT any(embedding) FROM photo_embeddings
+        WHERE model = {model:String} AND photo_id = {photo_id:String}
+    ) AS target,
+    neighbours AS
+    (
+        SELECT photo_id
+        FROM photo_embeddings
+        WHERE model = {model:String} AND photo_id != {photo_id:String}
+        ORDER BY cosineDistance(embedding, target), photo_id
+        LIMIT {k:UInt32}
+    )
+SELECT conversion_country AS country, count() AS downloads, uniqExact(photo_id) AS photos
+FROM conversions
+WHERE conversion_type = 'download' AND photo_id IN (SELECT photo_id FROM neighbours)
+GROUP BY country
+ORDER BY downloads DESC, country;
