@@ -133,6 +133,10 @@ class ClipEncoder(Encoder):
         if self.device == "cuda":
             self.model = self.model.half()
         self.model.to(self.device)
+        # bf16 autocast on CPUs with native bf16: ViT-B/32 runs ~3x faster (bench/). Small models
+        # stay fp32, where autocast costs more than it saves.
+        self.cpu_bf16 = (self.device == "cpu" and sum(p.numel() for p in self.model.parameters()) > 20_000_000
+                         and bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()))
         image_processor = getattr(self.processor, "image_processor", self.processor)
         self.image_processor = image_processor
         crop = getattr(image_processor, "crop_size", None) or getattr(image_processor, "size", None) or {}
@@ -150,7 +154,7 @@ class ClipEncoder(Encoder):
     def encode_images(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self.cpu_bf16):
             features = _features(self.model.get_image_features(pixel_values=self._to_device(batch)))
         return normalise(features.float().cpu().numpy())
 
