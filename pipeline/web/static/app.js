@@ -27,13 +27,14 @@
 
   // The current settings as URL parameters (what a link to a new key must keep).
   function settingsParams() {
+    // Read the fields themselves, not FormData: the inactive predicate's field is disabled but its value
+    // (k, or the threshold) should survive a change of key.
     const params = new URLSearchParams();
     if (!form) return params;
-    const data = new FormData(form);
-    for (const name of SETTINGS) {
-      for (const value of data.getAll(name)) {
-        if (typeof value === "string" && value !== "") params.append(name, value);
-      }
+    for (const field of form.elements) {
+      if (!SETTINGS.includes(field.name) || field.value === "") continue;
+      if ((field.type === "radio" || field.type === "checkbox") && !field.checked) continue;
+      params.append(field.name, field.value);
     }
     return params;
   }
@@ -166,8 +167,8 @@
       try {
         const info = await getJson(`/api/photos/${encodeURIComponent(photoId)}`);
         $("#dialog-title").textContent = info.photo_description || info.ai_description || info.photo_id;
-        const place = [info.photo_location_name, info.photo_location_city, info.photo_location_country]
-          .filter((x, i, all) => x && all.indexOf(x) === i).join(", ");
+        const place = info.photo_location_name
+          || [info.photo_location_city, info.photo_location_country].filter(Boolean).join(", ");
         const rows = [
           ["photo", info.photo_id],
           ["distance", distance === undefined ? "" : Number(distance).toFixed(4)],
