@@ -48,6 +48,8 @@ def _common() -> argparse.ArgumentParser:
     group.add_argument("--data-dir", metavar="DIR", help="data directory (env CLIPSQL_DATA_DIR, default ./data)")
     group.add_argument("--dsn", metavar="DSN",
                        help="chdb:///path or http(s)://user@host:port/db (env CLIPSQL_DSN; default chDB in DATA_DIR)")
+    group.add_argument("--dialect", choices=("auto", "clickhouse", "myscale"),
+                       help="SQL dialect of the database (env CLIPSQL_DIALECT; default auto: detected)")
     group.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
     group.add_argument("--log-file", metavar="PATH",
                        help="also append messages to PATH (rotated at 10 MB, 5 kept); for cron and systemd")
@@ -219,6 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     dups.add_argument("--model", help="which loaded model the embedding tier uses (default: the last one embedded)")
     _selection_arguments(dups)
 
+    ddl = command("ddl", "print the schema as a SQL script: one server or a cluster, ClickHouse or MyScale")
+    ddl.add_argument("--cluster", metavar="NAME",
+                     help="ON CLUSTER NAME: Replicated local_ tables and Distributed tables in front")
+    ddl.add_argument("--model", action="append", metavar="MODEL[=DIM]",
+                     help="embedding tables for these models (default: the models embedded in the data directory, "
+                          "else the default CLIP model, 512-d)")
+    ddl.add_argument("--output", metavar="FILE.sql", help="write the script to a file instead of printing it")
+    _index_arguments(ddl)
+
     verify = command("verify", "measure the recall@k and latency of the approximate plans against exact search",
                      formats)
     verify.add_argument("--model", help="which loaded model (default: the last one embedded)")
@@ -264,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     flags = {name: getattr(args, name, None) for name in
-             ("data_dir", "dsn", "source", "model", "batch_size", "device", "workers", "index_quantization",
+             ("data_dir", "dsn", "dialect", "source", "model", "batch_size", "device", "workers", "index_quantization",
               "index_m", "index_ef_construction", "ivf_lists")}
     return load_settings(flags)
 
@@ -417,6 +428,35 @@ def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_ddl(args: argparse.Namespace, settings: Settings) -> int:
+    from .ddl import ModelSchema, render_script, schema_statements
+    from .dialect import get_dialect
+    from .load import IndexParams
+    from .store import EmbeddingStore, model_slug, stored_models
+
+    models = []
+    for spec in args.model or []:
+        name, _, dim = spec.partition("=")
+        meta = EmbeddingStore(settings.paths().embeddings, name).meta() or {}
+        if not dim and not meta:
+            raise UsageError(f"--model {spec}: no vectors of it in {settings.data_dir}; give its dimension as {name}=DIM")
+        try:
+            models.append(ModelSchema(model_slug(name), int(dim or meta["dim"])))
+        except ValueError:
+            raise UsageError(f"--model {spec}: the dimension must be a whole number") from None
+    if not args.model:
+        stored = [EmbeddingStore(settings.paths().embeddings, m) for m in stored_models(settings.paths().embeddings)]
+        models = [ModelSchema(s.slug, int(s.meta()["dim"])) for s in stored] or [ModelSchema(model_slug(DEFAULT_MODEL), 512)]
+    script = render_script(schema_statements(models, get_dialect(settings.dialect), args.cluster,
+                                             IndexParams.from_settings(settings)))
+    if args.output:
+        Path(args.output).write_text(script, encoding="utf-8")
+        log.info("schema for %d model(s) written to %s", len(models), args.output)
+    else:
+        sys.stdout.write(script)
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from .search import SearchOptions, resolve_model, vector_index_exists
     from .verify import check_threshold, verify
@@ -505,7 +545,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS = {
     "train": cmd_train, "eval": cmd_eval,
     "run": cmd_run, "refresh": cmd_refresh, "gc": cmd_gc, "extract": cmd_extract, "embed": cmd_embed, "load": cmd_load, "search": cmd_search,
-    "join": cmd_join, "duplicates": cmd_duplicates, "keywords": cmd_keywords, "verify": cmd_verify, "query": cmd_query, "sql": cmd_sql, "status": cmd_status, "demo": cmd_demo,
+    "ddl": cmd_ddl, "join": cmd_join, "duplicates": cmd_duplicates, "keywords": cmd_keywords, "verify": cmd_verify, "query": cmd_query, "sql": cmd_sql, "status": cmd_status, "demo": cmd_demo,
     "serve": cmd_serve,
 }
 

@@ -39,6 +39,7 @@ class Settings:
     index_m: int = 32  # HNSW: edges per node
     index_ef_construction: int = 128  # HNSW: candidate list size while building
     ivf_lists: int | None = None  # IVF k-means cells; None: about sqrt(vectors); 0: none
+    dialect: str = "auto"  # clickhouse or myscale; auto: detected from the server
     sources_seen: dict[str, str] = field(default_factory=dict, repr=False)  # setting -> where it came from
 
     @property
@@ -130,6 +131,8 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         return Path(value).expanduser()
     if name == "index_quantization" and value not in ("f64", "f32", "f16", "bf16", "i8", "b1"):
         raise UsageError(f"{origin}: index quantization must be f64, f32, f16, bf16, i8 or b1, got {value!r}")
+    if name == "dialect" and value not in ("auto", "clickhouse", "myscale"):
+        raise UsageError(f"{origin}: dialect must be auto, clickhouse or myscale, got {value!r}")
     if name == "device" and value not in ("auto", "cpu", "cuda", "mps"):
         raise UsageError(f"{origin}: device must be auto, cpu, cuda or mps, got {value!r}")
     return str(value)

@@ -9,7 +9,8 @@ process may open an on-disk chDB path: its cryptic error becomes a `LockedError`
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,29 @@ def open_client(dsn: str) -> Client:
 class Database:
     """A connected client plus the statements clipsql runs, loaded from `sql/`."""
 
+    FACT_TTL_S = 60.0
+
     def __init__(self, client: Client, dsn: str) -> None:
         self.client = client
         self.dsn = dsn
+        self._facts: dict[str, tuple[float, Any]] = {}
+
+    def fact(self, key: str, compute: Callable[[], Any]) -> Any:
+        """A slow-changing fact about the database (its dialect, whether a table has an index), computed
+        at most once a minute: queries should not pay for catalogue lookups every time."""
+        now = time.monotonic()
+        cached = self._facts.get(key)
+        if cached is None or (cached[0] != float("inf") and now - cached[0] > self.FACT_TTL_S):
+            cached = (now, compute())
+            self._facts[key] = cached
+        return cached[1]
+
+    def pin_fact(self, key: str, value: Any) -> None:
+        """A fact the user stated (e.g. --dialect): never looked up."""
+        self._facts[key] = (float("inf"), value)
+
+    def forget_facts(self) -> None:
+        self._facts.clear()
 
     @property
     def is_embedded(self) -> bool:
@@ -175,6 +196,10 @@ def open_database(settings: Settings) -> Iterator[Database]:
     dsn = settings.database_dsn
     client = open_client(dsn)
     db = Database(client, dsn)
+    if settings.dialect != "auto":
+        from .dialect import get_dialect
+
+        db.pin_fact("dialect", get_dialect(settings.dialect))
     try:
         yield db
     finally:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from . import ivf
 from .config import Settings
 from .db import Database
+from .dialect import CLICKHOUSE, Dialect, get_dialect
 from .errors import ClipsqlError, DatabaseError
 from .failpoints import failpoint
 from .keywords import keyword_parts, stored_keywords
@@ -171,20 +172,16 @@ def _ivf_cells(vectors: pa.Table, dim: int, params: IndexParams, stats: dict) ->
     return table, vectors.append_column("cell", pa.array(cells))
 
 
-def build_vector_index(db: Database, table: str, dim: int, params: IndexParams) -> dict:
-    """Merge to one part, then build the HNSW index once and check that it exists."""
+def build_vector_index(db: Database, table: str, dim: int, params: IndexParams, dialect: Dialect = CLICKHOUSE) -> dict:
+    """Merge to one part, then build the vector index once and check that it exists."""
     started = time.monotonic()
     parts = int(db.command("SELECT count() FROM system.parts WHERE database = currentDatabase() AND table = {t:String} "
                            "AND active", {"t": table}))
     if parts > 1:
         db.command("OPTIMIZE TABLE {t:Identifier} FINAL", {"t": table}, settings={"optimize_throw_if_noop": 0})
-    db.run_file("index/add_vector_index.sql", {"table": table}, template=params.template(dim))
-    db.command("ALTER TABLE {t:Identifier} MATERIALIZE INDEX vec", {"t": table}, settings={"mutations_sync": 2})
-    size = int(db.command(
-        "SELECT sum(data_compressed_bytes) FROM system.data_skipping_indices WHERE database = currentDatabase() "
-        "AND table = {t:String} AND name = 'vec'", {"t": table}) or 0)
+    size = dialect.build_index(db, table, params.template(dim))
     rows = db.count(table)
-    if rows and size == 0:
+    if rows and size == 0 and dialect is CLICKHOUSE:
         raise DatabaseError(f"vector index on {table} was not built (0 bytes); run `clipsql load` again")
     return {"index_bytes": size, "index_build_s": round(time.monotonic() - started, 2), "parts_before_merge": parts}
 
@@ -230,7 +227,7 @@ def load_embeddings(db: Database, settings: Settings, store: EmbeddingStore, pho
     centroids, vectors = _ivf_cells(vectors, dim, params, stats)
     _insert(db, stage, vectors, f"load {store.slug}")
     failpoint("load.vectors_inserted")
-    stats.update(build_vector_index(db, stage, dim, params))
+    stats.update(build_vector_index(db, stage, dim, params, get_dialect(settings.dialect, db)))
     failpoint("load.index_built")
     ivf_table = "ivf_" + store.slug
     if centroids is not None:

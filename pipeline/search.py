@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from .config import Settings
 from .db import Database
+from .dialect import Dialect, detect_dialect
 from .encoders import Encoder, load_encoder
 from .errors import NotFoundError, UsageError
 from .images import ImageError, ImageFetcher, decode_image
@@ -154,15 +155,20 @@ def text_vector(encoder: Encoder, texts: list[str], minus: list[str] | None = No
 
 
 def vector_index_exists(db: Database, table: str) -> bool:
-    return bool(int(db.command(
-        "SELECT count() FROM system.data_skipping_indices WHERE database = currentDatabase() AND table = {t:String} "
-        "AND type = 'vector_similarity'", {"t": table})))
+    return db_dialect(db).index_ready(db, table)
+
+
+def db_dialect(db: Database) -> Dialect:
+    """The engine's dialect, detected once a minute at most (settings may name it instead)."""
+    return db.fact("dialect", lambda: detect_dialect(db))
 
 
 def choose_method(db: Database, model: LoadedModel, requested: str) -> str:
     """`auto`: the HNSW index if the table has one, else IVF cells if they exist, else a full scan."""
-    has_index = requested in ("auto", "hnsw") and vector_index_exists(db, model.table)
-    has_ivf = requested in ("auto", "ivf") and db.table_exists(model.centroids_table)
+    has_index = requested in ("auto", "hnsw") and db.fact(f"index:{model.table}",
+                                                          lambda: vector_index_exists(db, model.table))
+    has_ivf = requested in ("auto", "ivf") and db.fact(f"ivf:{model.table}",
+                                                       lambda: db.table_exists(model.centroids_table))
     if requested == "hnsw" and not has_index:
         raise UsageError(f"model {model.name} has no HNSW index ({model.table}); run `clipsql load` or use --method exact")
     if requested == "ivf" and not has_ivf:
@@ -195,12 +201,13 @@ def with_details(db: Database, scored: pa.Table) -> list[dict[str, Any]]:
 
 
 def nearest(db: Database, model: LoadedModel, vector: np.ndarray, options: SearchOptions,
-            index_metric: str = "cosineDistance") -> SearchResult:
+            index_metric: str | None = None) -> SearchResult:
     """The k nearest (or all within the radius) photos to `vector` that pass the selection."""
     options.check()
     if vector.shape != (model.dim,):
         raise UsageError(f"query vector has {vector.shape[0]} dimensions but model {model.name} has {model.dim}")
     started = time.perf_counter()
+    index_metric = index_metric or db_dialect(db).index_metric
     method = choose_method(db, model, options.method)
     where, params = options.within.condition()
     radius = NO_RADIUS if options.radius is None else float(options.radius)

@@ -1,15 +1,15 @@
--- candidates_hnsw: the {fetch} stored vectors nearest to the query, through the HNSW index.
+-- candidates_hnsw: the {fetch} stored vectors nearest to the query, through the vector index.
 --
--- The shape ClickHouse answers from a vector_similarity index: ORDER BY the index's own
--- distance function to a constant vector, LIMIT n, no WHERE (a WHERE would make the engine
--- post-filter inside the index scan and return fewer than n rows without saying so).
--- ${index_metric} is the index's distance function (cosineDistance; `distance` on MyScale).
+-- The shape ClickHouse answers from a vector_similarity index (and MyScale from its MSTG
+-- index): ORDER BY the index's own distance function to a constant vector, LIMIT n, no WHERE
+-- (a WHERE would make the engine post-filter inside the index scan and return fewer than n
+-- rows without saying so). ${index_metric} is cosineDistance, or `distance` on MyScale.
 --
 -- Parameters:
 --   table Identifier  the model's embeddings table, embeddings_<model>
 --   q Array(Float32)  the query vector
 --   fetch UInt32  how many candidates
-SELECT photo_id, embedding
+SELECT photo_id, embedding, ${index_metric}(embedding, {q:Array(Float32)}) AS index_distance
 FROM {table:Identifier}
-ORDER BY ${index_metric}(embedding, {q:Array(Float32)})
+ORDER BY index_distance
 LIMIT {fetch:UInt32}
