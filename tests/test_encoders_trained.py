@@ -154,6 +154,21 @@ def test_batch_hard_triplet_loss_matches_a_loop() -> None:
     assert triplet_loss(torch.from_numpy(x[:2]), torch.ones(2, 2, dtype=torch.bool), "batch-hard", 0.3) is None
 
 
+def test_triplet_keeps_the_epoch_with_the_lowest_validation_loss() -> None:
+    from pipeline.train.triplet import apply_head, fit_head
+
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(6), 30)
+    vectors = rng.normal(size=(len(labels), 24))
+    vectors[np.arange(len(labels)), labels] += 1.5
+    head, train, validation, kept = fit_head(vectors, [[str(c)] for c in labels], out_dim=8, hidden=32, epochs=25,
+                                             p=6, k=5)
+    assert len(train) == len(validation) == 25
+    assert kept == int(np.argmin(validation)) + 1
+    assert min(validation) < validation[-1]  # it did over-fit later, so stopping early mattered
+    assert apply_head(head, vectors.astype(np.float32)).shape == (180, 8)
+
+
 def test_triplet_head_learns_classes_it_can_generalise(tmp_path: Path, capsys) -> None:
     """A base whose vectors are dominated by a nuisance (one of 4 groups that ignore the class, like a
     background) over a weaker class signal: the head trained on half the photos must learn to
@@ -181,6 +196,7 @@ def test_triplet_head_learns_classes_it_can_generalise(tmp_path: Path, capsys) -
     held = in_holdout(ids, 0.5)
     assert manifest["trained_on"] == int((~held).sum())
     assert manifest["train_loss"][-1] < 0.5 * manifest["train_loss"][0]
+    assert manifest["validation_loss"] == [] and manifest["kept_epoch"] == 30  # too few photos to validate on
     with Image.open(directory / "loss.png") as png:
         assert png.format == "PNG"
     rows = {r["model"]: r for r in run_cli(capsys, "eval", "--holdout", "0.5", "--format", "json", "--data-dir",

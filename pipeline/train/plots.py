@@ -17,13 +17,16 @@ def _pyplot():
     return plt
 
 
-def loss_curve(path: Path, curves: dict[str, Sequence[float]], title: str, ylabel: str = "loss") -> Path:
-    """One line per curve (train, validation...) over epochs."""
+def loss_curve(path: Path, curves: dict[str, Sequence[float]], title: str, ylabel: str = "loss",
+               kept_epoch: int | None = None) -> Path:
+    """One line per curve (train, validation...) over epochs; a dotted line marks the epoch kept."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
     for label, values in curves.items():
         if len(values):
             axes.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label)
+    if kept_epoch is not None:
+        axes.axvline(kept_epoch, color="grey", linestyle=":", label=f"kept (epoch {kept_epoch})")
     axes.set_xlabel("epoch")
     axes.set_ylabel(ylabel)
     axes.set_title(title)

@@ -19,6 +19,7 @@ vector is written as its embedding parts, and the model encodes new images as ba
 
 from __future__ import annotations
 
+import copy
 import io
 import time
 import zlib
@@ -150,9 +151,13 @@ class LabelMatrix:
 def fit_head(vectors: np.ndarray, labels: list[list[str]], *, out_dim: int = 128, hidden: int = 512,
              mining: str = "batch-hard", margin: float = 0.2, epochs: int = 30, p: int = 16, k: int = 8,
              lr: float = 1e-3, validation: float = 0.1, seed: int = 0, groups: np.ndarray | None = None):
-    """Train a head on `vectors` (n x d) with `labels` (per row); returns head, train and validation losses.
+    """Train a head on `vectors` (n x d) with `labels` (per row); returns the head, the train and
+    validation losses per epoch, and the epoch whose weights were kept.
 
-    The validation rows are whole `groups` (default: single rows; the views of one image stay together)."""
+    The validation rows are whole `groups` (default: single rows; the views of one image stay
+    together). A head over-fits a few hundred labelled photos within a few epochs (its validation
+    loss turns up while the training loss still falls), so the weights of the epoch with the
+    lowest validation loss are kept: early stopping, with the whole curve still drawn."""
     import torch
 
     if mining not in MINING:
@@ -183,6 +188,7 @@ def fit_head(vectors: np.ndarray, labels: list[list[str]], *, out_dim: int = 128
         generator = torch.Generator().manual_seed(seed)
         head = build_head(vectors.shape[1], hidden, out_dim)
         optimiser = torch.optim.Adam(head.parameters(), lr=lr)
+        best: tuple[float, int, Any] = (float("inf"), epochs, None)
         with tqdm(total=epochs, unit="epoch", desc=f"triplet ({mining})", disable=None) as bar:
             for _ in range(epochs):
                 head.train()
@@ -210,10 +216,14 @@ def fit_head(vectors: np.ndarray, labels: list[list[str]], *, out_dim: int = 128
                             if loss is not None:
                                 values.append(float(loss))
                     val_losses.append(float(np.mean(values)) if values else float("nan"))
+                    if values and val_losses[-1] < best[0]:
+                        best = (val_losses[-1], len(val_losses), copy.deepcopy(head.state_dict()))
                 bar.set_postfix(loss=f"{train_losses[-1]:.4f}")
                 bar.update(1)
+    if best[2] is not None:  # the weights of the epoch that did best on photos it did not train on
+        head.load_state_dict(best[2])
     head.eval()
-    return head, train_losses, val_losses
+    return head, train_losses, val_losses, best[1]
 
 
 def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -326,7 +336,7 @@ def train_triplet(settings: Settings, base: str, labels: str = "collections", *,
         train_labels = [by_photo[ids[i]] for i in labelled]
         groups = None
         trained_on = len(labelled)
-    head, train_losses, val_losses = fit_head(train_x, train_labels, out_dim=out_dim, hidden=hidden, mining=mining,
+    head, train_losses, val_losses, best_epoch = fit_head(train_x, train_labels, out_dim=out_dim, hidden=hidden, mining=mining,
                                               margin=margin, epochs=epochs, p=p, k=k if labels != "augment" else views + 1,
                                               lr=lr, seed=seed, groups=groups)
     import torch
@@ -336,11 +346,13 @@ def train_triplet(settings: Settings, base: str, labels: str = "collections", *,
     curves = {"train": train_losses}
     if val_losses:
         curves["validation"] = val_losses
-    loss_curve(staging / "loss.png", curves, f"{name}: triplet loss ({mining}, margin {margin}, labels {labels})")
+    loss_curve(staging / "loss.png", curves, f"{name}: triplet loss ({mining}, margin {margin}, labels {labels})",
+               kept_epoch=best_epoch if val_losses else None)
     write_manifest(staging, {
         "model": name, "kind": KIND, "base": base, "in_dim": int(base_vectors.shape[1]), "hidden": hidden,
         "dim": out_dim, "labels": labels, "mining": mining, "margin": margin, "epochs": epochs, "p": p, "k": k,
         "views": views if labels == "augment" else None, "trained_on": trained_on, "holdout": holdout, "seed": seed,
+        "kept_epoch": best_epoch,
         "train_loss": [round(x, 6) for x in train_losses], "validation_loss": [round(x, 6) for x in val_losses],
     })
     directory = commit(settings.data_dir, name, staging)
@@ -351,6 +363,7 @@ def train_triplet(settings: Settings, base: str, labels: str = "collections", *,
     report.rows_out = written
     report.details = {"model": name, "base": base, "labels": labels, "mining": mining, "trained_on": trained_on,
                       "first_loss": round(train_losses[0], 6), "final_loss": round(train_losses[-1], 6),
+                      "kept_epoch": best_epoch,
                       "loss_curve": str(directory / "loss.png"), "seconds": round(time.monotonic() - started, 1)}
     report.notes.append(f"head and loss curve in {directory}; vectors of {written} photos written as model {name!r}")
     return report.finish()
