@@ -49,7 +49,8 @@ def open_client(dsn: str) -> Client:
     if path is not None:
         path.mkdir(parents=True, exist_ok=True)
     try:
-        return clickhouse_connect.get_client(dsn=dsn)
+        # Arrow strings as strings for the whole session: asked per query, chDB would run two extra SETs each time.
+        return clickhouse_connect.get_client(dsn=dsn, settings={"output_format_arrow_string_as_string": 1})
     except Exception as exc:  # clickhouse-connect raises several types here; all are start-up failures
         text = str(exc)
         if "EmbeddedServer" in text and "already initialized" in text:

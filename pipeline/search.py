@@ -179,9 +179,13 @@ def choose_method(db: Database, model: LoadedModel, requested: str) -> str:
     return "hnsw" if has_index else "ivf" if has_ivf else "exact"
 
 
-def compose_statement(db: Database, candidates: str, metric: str, index_metric: str, where: Fragment) -> str:
+def compose_statement(db: Database, candidates: str, metric: str, index_metric: str, where: Fragment,
+                      search_settings: dict[str, int] | None = None) -> str:
+    """nearest.sql around one candidates_*.sql, with clipsql's own names, numbers and fragments filled in."""
     inner = db.sql(f"search/candidates_{candidates}.sql").statements()[0]
-    template = {"metric": METRICS[metric], "index_metric": index_metric, "filter": where}
+    clause = ", ".join(f"{name} = {int(value)}" for name, value in (search_settings or {}).items())
+    template = {"metric": METRICS[metric], "index_metric": index_metric, "filter": where,
+                "settings": Fragment(f"SETTINGS {clause}" if clause else "")}
     return fill_template(db.sql("search/nearest.sql").statements()[0],
                          {**template, "candidates": Fragment(fill_template(inner, template))})
 
@@ -216,23 +220,22 @@ def nearest(db: Database, model: LoadedModel, vector: np.ndarray, options: Searc
     warnings: list[str] = []
     filtered = not options.within.is_all or options.radius is not None
     if method != "exact":
-        settings: dict[str, Any] = {}
-        if method == "hnsw":
-            if options.ef_search:
-                settings["hnsw_candidate_list_size_for_search"] = options.ef_search
-        else:
-            settings["use_skip_indexes"] = 0
+        if method == "ivf":
             base.update(centroids=model.centroids_table, nprobe=options.nprobe or _default_nprobe(db, model))
         fetch = options.k + (1 if options.exclude else 0)
         if filtered:
             fetch = max(fetch * 4, 64)
         fetch = min(fetch, options.max_fetch)
-        sql = compose_statement(db, method, options.metric, index_metric, where)
         rounds = 0
         while True:
             rounds += 1
-            settings["max_limit_for_vector_search_queries"] = max(1000, fetch)
-            scored = db.query_arrow(sql, {**base, "fetch": fetch}, settings=settings)
+            knobs = {}
+            if method == "hnsw" and options.ef_search:
+                knobs["hnsw_candidate_list_size_for_search"] = options.ef_search
+            if method == "hnsw" and fetch > 1000:
+                knobs["max_limit_for_vector_search_queries"] = fetch
+            sql = compose_statement(db, method, options.metric, index_metric, where, knobs)
+            scored = db.query_arrow(sql, {**base, "fetch": fetch})
             passing = scored.filter(scored["passes"])
             exhausted = scored.num_rows < fetch
             if options.radius is None:
@@ -255,7 +258,7 @@ def nearest(db: Database, model: LoadedModel, vector: np.ndarray, options: Searc
     if method == "exact":
         limit = options.k if options.radius is None else 2**62
         sql = compose_statement(db, "exact", options.metric, index_metric, where)
-        scored = db.query_arrow(sql, {**base, "fetch": limit}, settings={"use_skip_indexes": 0})
+        scored = db.query_arrow(sql, {**base, "fetch": limit})
         passing = scored.filter(scored["passes"])
         plan = "exact: full scan" + (" of the selection" if not options.within.is_all else "")
     if options.radius is None:
@@ -268,7 +271,7 @@ def nearest(db: Database, model: LoadedModel, vector: np.ndarray, options: Searc
 
 def _default_nprobe(db: Database, model: LoadedModel) -> int:
     """A tenth of the cells, at least 4: high recall at a fraction of a full scan."""
-    cells = int(db.command("SELECT count() FROM {t:Identifier}", {"t": model.centroids_table}))
+    cells = db.fact(f"cells:{model.centroids_table}", lambda: db.count(model.centroids_table))
     return max(4, math.ceil(cells / 10))
 
 

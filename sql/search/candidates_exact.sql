@@ -17,3 +17,4 @@ WHERE photo_id != {exclude:String}
   AND (${filter})
 ORDER BY ${metric}(embedding, {q:Array(Float32)}), photo_id
 LIMIT {fetch:UInt64}
+SETTINGS use_skip_indexes = 0

@@ -2,7 +2,8 @@
 -- whose k-means centroids are nearest to it (system 2's Voronoi partition, in plain SQL).
 --
 -- The embeddings table is sorted by (cell, photo_id), so `cell IN (...)` reads only the
--- granules of the probed cells; this needs no vector index and runs on any ClickHouse.
+-- granules of the probed cells; this needs no vector index and runs on any ClickHouse
+-- (use_skip_indexes = 0 keeps an HNSW index on the same table out of it).
 --
 -- Parameters:
 --   table Identifier  the model's embeddings table, embeddings_<model>
@@ -19,3 +20,4 @@ WHERE cell IN (
 )
 ORDER BY cosineDistance(embedding, {q:Array(Float32)}), photo_id
 LIMIT {fetch:UInt32}
+SETTINGS use_skip_indexes = 0
