@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import math
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +30,7 @@ from pipeline.web import WebBackend, create_app
 from pipeline.web.imagery import KEEP_PIXELS
 from tests.fixtures.unsplash import image_bytes
 from tests.fixtures.web_data import WebData, build_web_data
-from tests.helpers import TEST_ENV, env
+from tests.helpers import TEST_ENV, env, run_cli
 
 UPLOAD_LIMIT = 10 << 20
 XSS = '<script>alert("x")</script> & <b>bold</b>'
@@ -468,3 +470,29 @@ def test_bad_input_on_pages_is_an_html_message(client: TestClient) -> None:
     assert page.status_code == 422 and "k: Input should be greater than or equal to 1" in page.text
     page = client.get("/nowhere")
     assert page.status_code == 404 and "no page or API endpoint at /nowhere" in page.text
+
+
+# -- the server process ----------------------------------------------------------------------------------------
+def test_unexpected_errors_are_a_500_message_without_a_trace(client: TestClient, monkeypatch) -> None:
+    backend: WebBackend = client.app.state.backend
+
+    def broken() -> list:
+        raise RuntimeError("disk on fire at /secret/path")
+
+    monkeypatch.setattr(backend, "models", broken)
+    response = client.get("/api/models")
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error (RuntimeError); the server log has the details", "status": 500}
+    page = client.get("/")
+    assert page.status_code == 500 and "/secret/path" not in page.text and "Traceback" not in page.text
+
+
+def test_serve_refuses_a_database_in_use_and_workers_on_chdb(client: TestClient, web: WebData, capsys) -> None:
+    # This process holds the database (the module's app): a second server fails at start-up, clearly.
+    result = subprocess.run([sys.executable, "-m", "pipeline", "serve", "--port", "0", "--data-dir", str(web.data_dir)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 75, result.stderr
+    assert "is in use by another process" in result.stderr and "Traceback" not in result.stderr
+    code = run_cli(capsys, "serve", "--workers", "2", "--data-dir", web.data_dir)
+    assert code.code == 2 and "--workers > 1 needs a ClickHouse server" in code.err
+

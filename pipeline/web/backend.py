@@ -34,6 +34,7 @@ from .params import MAX_RANGE_ROWS, SearchSettings, clean_texts, parse_set
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 MAX_GALLERY_PAGE = 100
+CATALOGUE_TTL = 60.0  # seconds the loaded models, set menus and image locations are reused before asking again
 TEXT_MODEL_ENCODERS = ("clip",)  # encoder kinds that embed text as well as images
 
 
@@ -109,8 +110,10 @@ class WebBackend:
         self._encoder_lock = threading.Lock()
         self.uploads = UploadStore()
         self.thumbs = LruBytes(1024)
+        self._cached: dict[tuple, tuple[float, Any]] = {}
         self.fetcher = ImageFetcher(settings.paths().images, timeout=settings.http_timeout,
                                     retries=settings.http_retries)
+        self.default_model: str | None = None
         self.default_model = self.resolve(default_model).name if default_model else None
 
     @classmethod
@@ -134,7 +137,22 @@ class WebBackend:
             yield self.db
 
     # -- models and sets ----------------------------------------------------------------------------
+    def _catalogue(self, key: tuple, compute: Any) -> Any:
+        """What changes only when data is loaded (models, set menus, image URLs), reused for CATALOGUE_TTL:
+        each answer costs a few engine round trips that every request would otherwise repeat."""
+        hit = self._cached.get(key)
+        if hit is not None and time.monotonic() - hit[0] < CATALOGUE_TTL:
+            return hit[1]
+        value = compute()
+        if len(self._cached) > 10_000:
+            self._cached.clear()
+        self._cached[key] = (time.monotonic(), value)
+        return value
+
     def models(self) -> list[dict[str, Any]]:
+        return self._catalogue(("models",), self._models)
+
+    def _models(self) -> list[dict[str, Any]]:
         with self.database() as db:
             models = loaded_models(db)
             counts = {m.name: db.count(m.table) for m in models}
@@ -143,6 +161,9 @@ class WebBackend:
                  "text": m.encoder in TEXT_MODEL_ENCODERS, "default": m.name == default} for m in models]
 
     def resolve(self, name: str | None) -> LoadedModel:
+        return self._catalogue(("resolve", name or self.default_model), lambda: self._resolve(name))
+
+    def _resolve(self, name: str | None) -> LoadedModel:
         with self.database() as db:
             try:
                 return resolve_model(db, self.settings, name or self.default_model)
@@ -152,6 +173,9 @@ class WebBackend:
                 return loaded_models(db)[0]  # several loaded and none chosen: the first, like the menu shows
 
     def set_choices(self, per_kind: int = 15) -> list[dict[str, Any]]:
+        return self._catalogue(("sets", per_kind), lambda: self._set_choices(per_kind))
+
+    def _set_choices(self, per_kind: int) -> list[dict[str, Any]]:
         with self.database() as db:
             rows = db.query_arrow(web_sql("set_choices").text, {"n": per_kind}).to_pylist()
             total = db.count("photos") if db.table_exists("photos") else 0
@@ -316,11 +340,7 @@ class WebBackend:
     def photo_image_bytes(self, photo_id: str) -> bytes:
         """The best local bytes for a photo: the embed stage's cached thumbnail, the full image if that
         is cached instead, a local file; fetched into the cache only when none is there."""
-        with self.database() as db:
-            rows = db.query_rows(web_sql("image_url").text, {"photo_id": photo_id})
-        if not rows:
-            raise NotFoundError(f"photo id {photo_id!r} is not in the photos table")
-        url = rows[0][0]
+        url = self._catalogue(("image_url", photo_id), lambda: self._image_url(photo_id))
         if url.startswith(("http://", "https://")):
             for candidate in (thumbnail_url(url), url):
                 cached = self.fetcher.cached(candidate)
@@ -333,6 +353,13 @@ class WebBackend:
             return self.fetcher.fetch(target).data
         except ImageError as exc:
             raise NotFoundError(f"the image of photo {photo_id} is not available: {exc.reason.replace('_', ' ')}") from None
+
+    def _image_url(self, photo_id: str) -> str:
+        with self.database() as db:
+            rows = db.query_rows(web_sql("image_url").text, {"photo_id": photo_id})
+        if not rows:
+            raise NotFoundError(f"photo id {photo_id!r} is not in the photos table")
+        return rows[0][0]
 
     def thumbnail(self, photo_id: str, size: str, if_none_match: str | None = None) -> tuple[bytes | None, str]:
         """(JPEG bytes, ETag); the bytes are None when the browser's copy (If-None-Match) is current."""

@@ -87,6 +87,16 @@
         if (event.key === "Enter") { event.preventDefault(); $(button, form).click(); }
       });
     }
+    // Text search needs a model with a text tower (CLIP); say so instead of failing after submit.
+    const model = $("#model", form);
+    const textAllowed = () => {
+      const option = model.options[model.selectedIndex];
+      const allowed = !option || option.dataset.text === "yes";
+      for (const id of ["#text", "#minus", "#search-text"]) $(id, form).disabled = !allowed;
+      $("#text-hint", form).hidden = allowed;
+    };
+    model.addEventListener("change", textAllowed);
+    textAllowed();
     // Disabled inputs are not submitted: enable them again just before the form goes.
     form.addEventListener("submit", () => { k.disabled = false; radius.disabled = false; });
     predicateChanged();
