@@ -29,6 +29,19 @@ CONVERSIONS_FILE = "conversions-all.parquet"
 CLIP_DIM = 512
 
 
+def _unit_vectors(column: pa.ChunkedArray) -> pa.Array:
+    """L2-normalised copies (the published vectors should already be), so cosine and L2 search agree.
+    Rows of the wrong length are left as they are: load quarantines them."""
+    array = column.combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy(zero_copy_only=False)
+    if array.null_count or len(array) == 0 or not (lengths == lengths[0]).all():
+        return array
+    matrix = pc.list_flatten(array).to_numpy(zero_copy_only=False).reshape(len(array), -1).astype(np.float32)
+    matrix = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    offsets = pa.array(np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.ravel(), pa.float32()))
+
+
 def _load(reference: str) -> dict[str, pa.Table]:
     try:
         from datasets import load_dataset
@@ -117,7 +130,7 @@ def extract_hf(settings: Settings, source: str, limit: int | None) -> StageRepor
         store.write_embeddings(pa.table({
             "photo_id": vectors["photo_id"].cast(pa.string()),
             "model": pa.array([store.model] * vectors.num_rows),
-            "embedding": vectors["photo_embed"].cast(pa.list_(pa.float32())),
+            "embedding": _unit_vectors(vectors["photo_embed"].cast(pa.list_(pa.float32()))),
             "sha256": pa.array([""] * vectors.num_rows),
             "image_url": vectors["photo_image_url"].cast(pa.string()),
             "embedded_at": pa.array([now.value] * vectors.num_rows, pa.timestamp("ms", tz="UTC")),
