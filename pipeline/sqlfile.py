@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,13 @@ class SqlFile:
 
 
 def parse_sql_file(path: Path) -> SqlFile:
+    """The parsed file; parsed again only when it changes on disk (searches compose statements per query)."""
+    stat = path.stat()
+    return _parse_cached(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=512)
+def _parse_cached(path: Path, mtime_ns: int, size: int) -> SqlFile:
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines()
     summary, description, params, columns = "", [], [], []
