@@ -423,6 +423,14 @@ def test_start_page_shows_sets_models_and_the_first_gallery_page(client: TestCli
     assert 'name="radius"' in page.text and 'max="2.0"' in page.text
     assert "src=\"http" not in page.text  # no remote image
     assert "/static/app.js" in page.text and client.get("/static/app.js").status_code == 200
+
+    # A further condition typed next to the set menu: both must hold, and the page keeps it.
+    downloads = downloads_by_photo(web)
+    page = client.get("/", params=[("key_set", "all"), ("key_set", "min_downloads:100"), ("key_set", "")])
+    assert page.status_code == 200 and 'id="key_set_more" class="more" maxlength="200" value="min_downloads:100"' in page.text
+    tiles = re.findall(r'class="tile" href="/search\?([^"]+)" data-photo-id="([^"]+)"', page.text)
+    assert sorted(t[1] for t in tiles) == sorted(i for i in embedded if downloads.get(i, 0) >= 100)[:24]
+    assert all("key_set=min_downloads%3A100" in t[0] and "key_set=&" not in t[0] for t in tiles)
     assert client.get("/static/app.css").status_code == 200
 
 

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import ClipsqlError, DatabaseError, LockedError, ModelError, NotFoundError, UsageError
+from ..selection import selection_kinds
 from .backend import MAX_GALLERY_PAGE, WebBackend
 from .imagery import TooLarge, UnsupportedImage
 from .params import DISTANCE_RANGE, MAX_K, MAX_RANGE_ROWS, SearchSettings
@@ -171,6 +172,7 @@ def search_settings(
     radius: Annotated[float | None, Query(ge=0, le=2, description="the threshold for range: distance 0..2")] = None,
     method: Annotated[str, Query(description="auto, hnsw, ivf or exact")] = "auto",
 ) -> SearchSettings:
+    key_set, join_set = [v for v in key_set if v.strip()], [v for v in join_set if v.strip()]
     settings = SearchSettings(key_set=key_set, join_set=join_set, model=model, metric=metric, predicate=predicate, k=k,
                               radius=radius, method=method)
     settings.check()
@@ -259,8 +261,10 @@ def create_app(backend: WebBackend, *, max_upload_bytes: int = MAX_UPLOAD_BYTES)
                               "photos in a set, with the tutorial's download analytics.")
     app.state.backend = backend
     templates = Jinja2Templates(directory=str(HERE / "templates"))
+    selection_help = ("a further condition the photos must meet, KIND:VALUE with KIND one of "
+                      + ", ".join(selection_kinds()))
     templates.env.globals.update(max_k=MAX_K, distance_range=DISTANCE_RANGE, max_upload_mb=max_upload_bytes >> 20,
-                                 version=__version__)
+                                 version=__version__, selection_help=selection_help)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.add_middleware(UploadLimit, max_bytes=max_upload_bytes)
 
