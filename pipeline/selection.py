@@ -70,11 +70,11 @@ class Selection:
 def parse_part(text: str, *, allow_sql: bool = False) -> Part:
     kind, sep, raw = text.partition(":")
     kind = _ALIASES.get(kind.strip().lower(), kind.strip().lower())
+    kinds = ", ".join(selection_kinds() + ([RAW_SQL_KIND] if allow_sql else []))
     if not sep or not raw.strip():
         if kind == "all" and not raw.strip():
             return Part("all", None, "all")
-        raise UsageError(f"selection {text!r}: expected KIND:VALUE with KIND one of "
-                         f"{', '.join(selection_kinds() + [RAW_SQL_KIND])}, or all")
+        raise UsageError(f"selection {text!r}: expected KIND:VALUE with KIND one of {kinds}, or all")
     raw = raw.strip()
     if kind == RAW_SQL_KIND:
         if not allow_sql:
@@ -83,8 +83,7 @@ def parse_part(text: str, *, allow_sql: bool = False) -> Part:
             raise UsageError(f"selection {text!r}: a where: expression may not contain ';' or statements")
         return Part(kind, raw, text)
     if kind not in selection_kinds():
-        raise UsageError(f"selection {text!r}: unknown kind {kind!r}; use one of "
-                         f"{', '.join(selection_kinds() + [RAW_SQL_KIND])}")
+        raise UsageError(f"selection {text!r}: unknown kind {kind!r}; use one of {kinds}")
     fragment = parse_sql_file(sql_dir() / "selections" / f"{kind}.sql")
     value_type = fragment.placeholders["value"]
     if value_type.startswith("Array("):

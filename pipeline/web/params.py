@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from ..errors import UsageError
 from ..search import METHODS, METRICS, SearchOptions
-from ..selection import RAW_SQL_KIND, Selection, parse_selection
+from ..selection import Selection, parse_selection
 
 MAX_K = 200  # results a page shows at most in kNN mode
 MAX_RANGE_ROWS = 500  # a range query's rows shown at most; more are counted, not rendered
@@ -46,9 +46,7 @@ def parse_set(name: str, values: list[str] | str | None) -> Selection:
     try:
         return parse_selection(texts, allow_sql=False)
     except UsageError as exc:
-        # The library lists `where` among the kinds; the web app never accepts raw SQL, so do not offer it.
-        message = str(exc).replace(f", {RAW_SQL_KIND},", ",").replace(f", {RAW_SQL_KIND}", "")
-        raise UsageError(f"{name}: {message}") from None
+        raise UsageError(f"{name}: {exc}") from None
 
 
 @dataclass
