@@ -155,7 +155,7 @@ def run_set(name: str, args: argparse.Namespace, work: Path) -> dict:
                                                                                        timings.items()},
         "training": {m: {k: v for k, v in man.items() if k in ("dim", "trained_on", "fitted_on", "epochs",
                                                                 "explained_variance_ratio", "train_loss",
-                                                                "validation_loss", "mining", "margin")}
+                                                                "validation_loss", "mining", "margin", "kept_epoch")}
                      for m, man in manifests.items()},
         "chart": str(chart.relative_to(ROOT)),
     }

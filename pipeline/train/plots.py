@@ -21,7 +21,7 @@ def loss_curve(path: Path, curves: dict[str, Sequence[float]], title: str, ylabe
                kept_epoch: int | None = None) -> Path:
     """One line per curve (train, validation...) over epochs; a dotted line marks the epoch kept."""
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
     for label, values in curves.items():
         if len(values):
             axes.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label)
@@ -29,7 +29,7 @@ def loss_curve(path: Path, curves: dict[str, Sequence[float]], title: str, ylabe
         axes.axvline(kept_epoch, color="grey", linestyle=":", label=f"kept (epoch {kept_epoch})")
     axes.set_xlabel("epoch")
     axes.set_ylabel(ylabel)
-    axes.set_title(title)
+    axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()

@@ -346,7 +346,7 @@ def train_triplet(settings: Settings, base: str, labels: str = "collections", *,
     curves = {"train": train_losses}
     if val_losses:
         curves["validation"] = val_losses
-    loss_curve(staging / "loss.png", curves, f"{name}: triplet loss ({mining}, margin {margin}, labels {labels})",
+    loss_curve(staging / "loss.png", curves, f"{name}: triplet loss, {mining}, margin {margin}, {labels}",
                kept_epoch=best_epoch if val_losses else None)
     write_manifest(staging, {
         "model": name, "kind": KIND, "base": base, "in_dim": int(base_vectors.shape[1]), "hidden": hidden,
