@@ -232,6 +232,11 @@ def test_triplet_on_a_real_base_searches_by_image(tmp_path: Path, capsys) -> Non
     by_id = run_cli(capsys, "search", f"--photo-id={found.json()[1]['photo_id']}", "--model", "triplet-pixels",
                     "--format", "json", "--data-dir", data)
     assert by_id.code == 0 and len(by_id.json()) == 10
+    keywords = run_cli(capsys, "train", "triplet", "--base", "pixels", "--labels", "keywords", "--name", "kw",
+                       "--epochs", "3", "--data-dir", data)
+    assert keywords.code == 0, keywords.err
+    manifest = json.loads((data / "models" / "kw" / "manifest.json").read_text())
+    assert manifest["labels"] == "keywords" and manifest["trained_on"] == 20
 
 
 def test_triplet_near_duplicate_mode(tmp_path: Path, capsys) -> None:

@@ -143,6 +143,20 @@ def test_eval_cli_table_json_chart_and_independent_numbers(tmp_path: Path, capsy
     assert "color-histogram" in table.out and "pixels" in table.out
 
 
+def test_eval_by_keywords(tmp_path: Path, capsys) -> None:
+    """Keyword labels are sets (class name, file-name words); these classes share no word, so
+    "shares a keyword" means "same class" and the numbers equal the class-collection ones."""
+    data = _shapes_data_dir(tmp_path, capsys)
+    by_class = run_cli(capsys, "eval", "--model", "pixels", "--format", "json", "--data-dir", data).json()
+    by_keyword = run_cli(capsys, "eval", "--model", "pixels", "--labels", "keywords", "--per-class", "--format",
+                         "json", "--data-dir", data)
+    assert by_keyword.code == 0, by_keyword.err
+    rows = by_keyword.json()
+    assert len(rows) == 1  # several labels per photo: no per-class rows
+    for column in ("queries", "precision@5", "recall@5", "mAP", "chance"):
+        assert rows[0][column] == by_class[0][column]
+
+
 def test_eval_holdout_and_query_sample(tmp_path: Path, capsys) -> None:
     data = _shapes_data_dir(tmp_path, capsys)
     import pyarrow.parquet as pq

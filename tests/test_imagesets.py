@@ -76,6 +76,20 @@ def test_folder_source_writes_the_unsplash_tables(tmp_path: Path, capsys) -> Non
     assert sorted(first) == sorted(SHAPE_CLASSES)
 
 
+def test_run_on_a_folder_source_end_to_end(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "set"
+    written = write_class_folders(root, per_class=3)
+    data = tmp_path / "data"
+    result = run_cli(capsys, "run", "--source", f"folder:{root}", "--model", "color-histogram", "--data-dir", data)
+    assert result.code == 0, result.err
+    query = next(p for p, label in written.items() if label == "yellow-stripes")
+    found = run_cli(capsys, "search", "--image", query, "-k", "3", "--format", "json", "--data-dir", data).json()
+    assert Path(found[0]["photo_image_url"]) == query.resolve()
+    sql = run_cli(capsys, "sql", "SELECT collection_title, count() AS n FROM collections GROUP BY collection_title "
+                  "ORDER BY collection_title", "--format", "json", "--data-dir", data).json()
+    assert sql == [{"collection_title": label, "n": 3} for label in sorted(SHAPE_CLASSES)]
+
+
 def test_folder_limit_is_balanced_and_rerun_reuses_the_conversion(tmp_path: Path, capsys) -> None:
     root = tmp_path / "set"
     write_class_folders(root, per_class=6)
