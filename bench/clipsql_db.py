@@ -28,6 +28,10 @@ from .data import Dataset, conversions_table, embeddings_table, recall_at_k, row
 
 K = 10
 RAW_KNN = "SELECT photo_id FROM {t:Identifier} ORDER BY cosineDistance(embedding, {q:Array(Float32)}) LIMIT 10"
+# The same index query but also returning the vector, as a candidates query that rescores in an outer
+# query does: ClickHouse then reads (and rescores) whole granules instead of answering from the index.
+RAW_KNN_WITH_VECTOR = ("SELECT photo_id, embedding FROM {t:Identifier} "
+                       "ORDER BY cosineDistance(embedding, {q:Array(Float32)}) LIMIT 10")
 # Read settings that halve an exact scan on chDB (measured): read the part files through mmap
 # instead of pread copies, and skip re-checksumming uncompressed (CODEC(NONE)) blocks on every read.
 EXACT_READ_SETTINGS = {"local_filesystem_read_method": "mmap", "min_bytes_to_use_mmap_io": 1, "checksum_on_read": 0}
@@ -162,15 +166,23 @@ class ChdbBench:
             answers.append([row_of(i) for i in ids])
         return {**stats(timings), "recall": recall_at_k(answers, data.truth[:len(vectors)], K)}
 
-    def raw(self, table: str, settings: dict[str, Any]) -> Callable[[np.ndarray], list[str]]:
+    def raw(self, table: str, settings: dict[str, Any], sql: str = RAW_KNN) -> Callable[[np.ndarray], list[str]]:
         def run(q: np.ndarray) -> list[str]:
-            rows = self.db.client.query(RAW_KNN, parameters={"t": table, "q": q.tolist()}, settings=settings).result_rows
+            rows = self.db.client.query(sql, parameters={"t": table, "q": q.tolist()}, settings=settings).result_rows
             return [r[0] for r in rows]
 
         return run
 
     def select_one(self, repeats: int = 50) -> dict[str, Any]:
+        """The engine's per-query floor (parse, plan, return one row through clickhouse-connect)."""
         timings, _ = repeat(lambda: self.db.client.query("SELECT 1").result_rows, repeats, collect=False)
+        return stats(timings)
+
+    def bind_vector(self, data: Dataset, repeats: int = 50) -> dict[str, Any]:
+        """The floor plus binding one query vector as {q:Array(Float32)} (sent as text, parsed by the engine)."""
+        q = data.queries[0].tolist()
+        timings, _ = repeat(lambda: self.db.client.query("SELECT length({q:Array(Float32)})", parameters={"q": q})
+                            .result_rows, repeats, collect=False)
         return stats(timings)
 
     def uses_index(self, table: str, data: Dataset) -> bool:

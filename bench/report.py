@@ -57,10 +57,14 @@ def ratios(dataset: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
     if "chdb hnsw" in builds and "hnswlib" in builds:
         out["chdb build / hnswlib build (median)"] = round(builds["chdb hnsw"]["median_ms"] / builds["hnswlib"]["median_ms"], 2)
         out["chdb build / hnswlib build (min)"] = round(builds["chdb hnsw"]["min_ms"] / builds["hnswlib"]["min_ms"], 2)
-    select_one = dataset.get("select_1")
+    select_one, bind = dataset.get("select_1"), dataset.get("bind_vector")
     raw = _best_at_recall(rows, "chdb hnsw (raw)", 0.0)
     if select_one and raw:
+        out["SELECT 1 p50 ms (per-query floor)"] = select_one["p50_ms"]
         out["SELECT 1 share of fastest raw HNSW query"] = round(select_one["p50_ms"] / raw["p50_ms"], 2)
+    if bind and select_one and raw:
+        out["binding the 512-float vector, ms (SELECT length(q) - SELECT 1)"] = round(bind["p50_ms"] - select_one["p50_ms"], 3)
+        out["binding share of fastest raw HNSW query"] = round((bind["p50_ms"] - select_one["p50_ms"]) / raw["p50_ms"], 2)
     return out
 
 
