@@ -54,14 +54,19 @@ def build_clip(directory: Path, tiny: bool = False) -> Path:
         torch.manual_seed(0)
         model = CLIPModel(config)
     model.save_pretrained(directory)
-    CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer).save_pretrained(directory)
+    import transformers
+
+    # The PIL processor is what transformers falls back to without torchvision (not installed here).
+    processor_class = getattr(transformers, "CLIPImageProcessorPil", CLIPImageProcessor)
+    CLIPProcessor(image_processor=processor_class(), tokenizer=tokenizer).save_pretrained(directory)
     return directory
 
 
-def _prepare_sample(data_dir: Path, images: int) -> Settings:
+def _prepare_sample(data_dir: Path, images: int, device: str) -> Settings:
     from pipeline.extract import extract
 
-    settings = Settings(data_dir=data_dir, batch_size=32, workers=4, device="cpu")
+    gpu = device == "cuda"  # large batches and more decode threads feed a GPU; 2 CPU cores want neither
+    settings = Settings(data_dir=data_dir, batch_size=256 if gpu else 32, workers=16 if gpu else 4, device=device)
     extract(settings, "sample", images)
     return settings
 
@@ -76,23 +81,29 @@ def _model_only(encoder: Any, batch: int, repeats: int) -> float:
     return round(batch / float(np.median(timings)), 2)
 
 
-def measure(work: Path, images: int, smoke: bool, repeats: int) -> dict[str, Any]:
-    """img/s of CLIP ViT-B/32 shapes and EfficientNet-Lite0 through pipeline.embed, plus model-only ceilings."""
+def measure(work: Path, images: int, smoke: bool, repeats: int, device: str = "cpu") -> dict[str, Any]:
+    """img/s of CLIP ViT-B/32 shapes and EfficientNet-Lite0 through pipeline.embed, plus model-only ceilings.
+
+    On `cuda` the sample's 300 images are too few to time the pipeline, so the model-only figure
+    (batches of 256 already in pinned memory, fp16) is the one to read there.
+    """
     from pipeline.embed import embed
-    from pipeline.encoders import ClipEncoder, EfficientNetLite0Encoder
+    from pipeline.encoders import ClipEncoder, EfficientNetLite0Encoder, pick_device
     from pipeline.store import EmbeddingStore
 
-    results: dict[str, Any] = {"images": images, "device": "cpu"}
+    device = pick_device(device)
+    results: dict[str, Any] = {"images": images, "device": device}
     clip_name = "clip-tiny (smoke)" if smoke else "clip-vit-b32 (random init, real config)"
     model_dir = build_clip(work / "clip-vit-b32", tiny=smoke)
-    encoders = {clip_name: lambda: ClipEncoder(str(model_dir), "cpu"), "efficientnet-lite0": lambda: EfficientNetLite0Encoder("cpu")}
+    encoders = {clip_name: lambda: ClipEncoder(str(model_dir), device),
+                "efficientnet-lite0": lambda: EfficientNetLite0Encoder(device)}
     real_vectors = None
-    batch, repeats = (4, 1) if smoke else (32, repeats)
+    batch, repeats = (4, 1) if smoke else (256 if device == "cuda" else 32, repeats)
     for name, make in encoders.items():
         started = time.perf_counter()
         encoder = make()
         load_s = time.perf_counter() - started
-        settings = _prepare_sample(work / f"data-{len(results)}", images)
+        settings = _prepare_sample(work / f"data-{len(results)}", images, device)
         model = str(model_dir) if name == clip_name else "efficientnet-lite0"
         report = embed(settings, model, encoder=encoder)
         if report.rows_out != images:
@@ -100,7 +111,7 @@ def measure(work: Path, images: int, smoke: bool, repeats: int) -> dict[str, Any
         row: dict[str, Any] = {"model_load_s": round(load_s, 2), "images_per_s": report.details["images_per_s"],
                                "batch_size": settings.batch_size, "decode_workers": settings.workers}
         bf16 = getattr(encoder, "cpu_bf16", None)
-        if bf16 is not None:
+        if bf16 is not None and device == "cpu":
             row["cpu_bf16_autocast"] = bool(bf16)
             encoder.cpu_bf16 = False
             row["model_only_fp32_images_per_s"] = _model_only(encoder, batch, repeats)

@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--df-rows", type=int, default=20_000, help="rows per insert_df repeat, the slow path (default 20k)")
     parser.add_argument("--conversions", type=int, default=1_000_000, help="synthetic conversions rows (default 1M)")
     parser.add_argument("--embed-images", type=int, default=300, help="sample images to embed (default all 300)")
+    parser.add_argument("--embed-device", default="cpu", choices=("cpu", "cuda", "auto"),
+                        help="device for the embedding section (default cpu; cuda times the GPU path)")
     parser.add_argument("--skip", default="", help=f"sections to leave out: {', '.join(SECTIONS)}")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -298,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
 def _embedding(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     from bench import embedding
 
-    return embedding.measure(work / "embedding", args.embed_images, args.smoke, args.repeats)
+    return embedding.measure(work / "embedding", args.embed_images, args.smoke, args.repeats, args.embed_device)
 
 
 def limits_safe(fn: Any, skipped: list[str], name: str) -> Any:
