@@ -79,7 +79,8 @@ def hnswlib_runs(data: Dataset, m: int, ef_construction: int, ef_values: list[in
     return built, rows
 
 
-def faiss_runs(data: Dataset, m: int, ef_construction: int, ef_values: list[int], build_repeats: int) -> tuple[list[dict], list[dict]]:
+def faiss_runs(data: Dataset, m: int, ef_construction: int, ef_values: list[int], build_repeats: int,
+               hnsw: bool = True) -> tuple[list[dict], list[dict]]:
     try:
         import faiss
     except ImportError:
@@ -94,27 +95,28 @@ def faiss_runs(data: Dataset, m: int, ef_construction: int, ef_values: list[int]
                  **_per_query(lambda q: flat.search(q[None, :], K)[1][0], data.queries, data.truth)})
     flat.reset()  # free its copy of the vectors before the HNSW build is measured
     faiss.omp_set_num_threads(_threads())
-
-    hnsw = None
+    if not hnsw:
+        return builds, rows
+    index = None
 
     def build() -> Any:
-        nonlocal hnsw
-        hnsw = None
+        nonlocal index
+        index = None
         created = faiss.IndexHNSWFlat(data.dim, m, faiss.METRIC_INNER_PRODUCT)
         created.hnsw.efConstruction = ef_construction
         created.add(data.vectors)
-        hnsw = created
+        index = created
         return created
 
     with PeakMemory() as memory:
-        timings, hnsw = repeat(build, build_repeats)
+        timings, index = repeat(build, build_repeats)
     builds.append({"method": "faiss hnsw", "setting": f"M={m} efConstruction={ef_construction} threads={_threads()}",
                    **stats(timings), "memory_mb": memory.growth_mb})
     progress(f"  faiss hnsw build {builds[-1]['median_ms'] / 1000:.1f} s")
     faiss.omp_set_num_threads(1)
     for ef in ef_values:
-        hnsw.hnsw.efSearch = max(ef, K)
+        index.hnsw.efSearch = max(ef, K)
         rows.append({"method": "faiss hnsw", "setting": f"ef={ef}", "ef": ef,
-                     **_per_query(lambda q: hnsw.search(q[None, :], K)[1][0], data.queries, data.truth)})
+                     **_per_query(lambda q: index.search(q[None, :], K)[1][0], data.queries, data.truth)})
     faiss.omp_set_num_threads(_threads())
     return builds, rows

@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="tiny sizes and counts, tiny CLIP, no refresh: checks every code path in ~10 s")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="output folder (default bench/results)")
     parser.add_argument("--name", help="file stem of the outputs (default suite-<UTC time>, smoke: smoke)")
-    parser.add_argument("--queries", type=int, default=100, help="queries per setting (default 100; exact scans at >=1M use 30)")
+    parser.add_argument("--queries", type=int, default=100, help="queries per setting (default 100; full scans and analytics use at most 50, 30 at 1M)")
     parser.add_argument("--ef", default="16,32,64,128,256", help="ef_search values to sweep (default 16,32,64,128,256)")
     parser.add_argument("--nprobe", default="1,2,4,8,16,32", help="IVF nprobe values to sweep")
     parser.add_argument("--m", type=int, default=IndexParams.m, help=f"HNSW M for every index (default {IndexParams.m})")
@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="repeats of loads and other short timings (default 5)")
     parser.add_argument("--build-repeats", type=int, default=None,
                         help="repeats of each index build (default 3 up to 25k vectors, 1 above: a 1M build takes minutes)")
+    parser.add_argument("--faiss-hnsw-max", type=lambda t: 0 if t.strip() == "0" else parse_size(t), default=100_000,
+                        help="largest N that also builds faiss IndexHNSWFlat (default 100k: at 1M it is the same graph "
+                             "as hnswlib and would add ~8 min; 0 for no limit)")
     parser.add_argument("--load-rows", type=int, default=200_000, help="rows per bulk-load repeat (default 200k)")
     parser.add_argument("--df-rows", type=int, default=20_000, help="rows per insert_df repeat, the slow path (default 20k)")
     parser.add_argument("--conversions", type=int, default=1_000_000, help="synthetic conversions rows (default 1M)")
@@ -130,7 +133,10 @@ def run_dataset(args: argparse.Namespace, data: Dataset, label: str, bench: clip
         (out["builds"] if "skipped" not in built else skipped).append(
             built if "skipped" not in built else f"{label}: {built['skipped']}")
         rows.extend(sweep)
-        builds, sweep = peers.faiss_runs(data, args.m, args.ef_construction, args.ef_list, repeats_build)
+        with_hnsw = not args.faiss_hnsw_max or data.n <= args.faiss_hnsw_max
+        if not with_hnsw:
+            skipped.append(f"{label}: faiss IndexHNSWFlat not built (N > --faiss-hnsw-max); hnswlib is the HNSW peer")
+        builds, sweep = peers.faiss_runs(data, args.m, args.ef_construction, args.ef_list, repeats_build, with_hnsw)
         for b in builds:
             (out["builds"] if "skipped" not in b else skipped).append(b if "skipped" not in b else f"{label}: {b['skipped']}")
         rows.extend(sweep)
@@ -177,6 +183,8 @@ def run_dataset(args: argparse.Namespace, data: Dataset, label: str, bench: clip
     rows.append({"method": "chdb hnsw (raw, selecting the vector)", "setting": f"ef={middle}", **bench.timed_queries(
         bench.raw(table, {"hnsw_candidate_list_size_for_search": middle}, clipsql_db.RAW_KNN_WITH_VECTOR), data,
         args.queries)})
+    rows.append({"method": "chdb hnsw (raw, vector as 9-digit text)", "setting": f"ef={middle}", **bench.timed_queries(
+        bench.raw(table, {"hnsw_candidate_list_size_for_search": middle}, compact=True), data, args.queries)})
     progress(f"  chdb hnsw sweep done ({time.perf_counter() - started:.0f} s into {label})")
     exact_queries = min(args.queries, 30 if data.n >= 1_000_000 else 50)  # full scans: fewer at 1M
     rows.append({"method": "chdb exact (raw)", "setting": "use_skip_indexes=0",

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from bench import report
+from bench.clipsql_db import compact_vector
 from bench.common import parse_size, size_label, stats
 from bench.data import clustered, exact_topk, recall_at_k
 
@@ -130,3 +131,14 @@ def test_stats_sizes_and_target_checks() -> None:
     assert checks["index build vs hnswlib at 25k"] is True
     assert checks["chdb exact (raw) p50 at 25k"] is True
     assert checks["load + index build at 25k"] is True
+
+
+def test_compact_vector_text_round_trips_float32_exactly() -> None:
+    rng = np.random.default_rng(11)
+    q = rng.standard_normal(512).astype(np.float32)
+    q[:4] = [np.float32(1e-38), np.float32(-3.4e38), np.float32(1 / 3), np.float32(0.0)]
+    text = compact_vector(q)
+    assert text.startswith("[") and text.endswith("]")
+    back = np.array([float(x) for x in text[1:-1].split(",")], dtype=np.float32)
+    assert back.tobytes() == q.tobytes()
+    assert len(text) < len(str(q.tolist()))
