@@ -76,6 +76,11 @@ def _fingerprint_file(path) -> str:
     return hashlib.sha256(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
 
 
+def ddl_version(db: Database, relative: str) -> str:
+    """A hash of a table's DDL file: a new clipsql with a changed table definition rebuilds it."""
+    return hashlib.sha256(db.sql(relative).text.encode()).hexdigest()[:16]
+
+
 def loaded_fingerprint(db: Database, name: str) -> str | None:
     rows = db.query_rows("SELECT fingerprint FROM load_state FINAL WHERE object = {o:String}", {"o": name})
     return rows[0][0] if rows else None
@@ -121,7 +126,7 @@ def swap_in(db: Database, live: str, stage: str) -> None:
 def _load_metadata_table(db: Database, settings: Settings, table: str, report: StageReport) -> None:
     path = settings.paths().parquet / f"{table}.parquet"
     data = pq.read_table(path)
-    fingerprint = _fingerprint_file(path)
+    fingerprint = f"{_fingerprint_file(path)}|{ddl_version(db, f'tables/{table}.sql')}"
     stats = {"rows": data.num_rows}
     if loaded_fingerprint(db, table) == fingerprint and db.table_exists(table):
         report.skipped += data.num_rows
@@ -193,7 +198,8 @@ def load_embeddings(db: Database, settings: Settings, store: EmbeddingStore, pho
         return
     dim = int(meta["dim"])
     fingerprint = hashlib.sha256(
-        f"{store.fingerprint()}|{photos_fingerprint}|{params.fingerprint(dim)}".encode()).hexdigest()
+        f"{store.fingerprint()}|{photos_fingerprint}|{params.fingerprint(dim)}|{ddl_version(db, 'tables/embeddings.sql')}"
+        .encode()).hexdigest()
     stats: dict = {"table": store.table_name, "dim": dim}
     report.details.setdefault("models", {})[store.model] = stats
     if loaded_fingerprint(db, store.table_name) == fingerprint and db.table_exists(store.table_name):

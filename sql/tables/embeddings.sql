@@ -3,7 +3,9 @@
 -- The vector length is checked on insert; vectors are stored without compression because
 -- float noise does not compress and decompressing it slows every exact scan. `cell` is the
 -- vector's IVF cell (its nearest k-means centroid in ivf_<model>, 0 when IVF is off); sorting
--- by it first lets an IVF query read only the granules of the cells it probes.
+-- by it first lets an IVF query read only the granules of the cells it probes. Granules of 1024
+-- rows (2 MB of 512-d vectors, not the default 8192 rows / 10 MB) keep reading the vectors of
+-- the few rows a search returns cheap: each is read with its whole granule.
 CREATE TABLE IF NOT EXISTS {table:Identifier}
 (
     photo_id String,
@@ -16,4 +18,5 @@ CREATE TABLE IF NOT EXISTS {table:Identifier}
     CONSTRAINT vector_len CHECK length(embedding) = {dim:UInt32}
 )
 ENGINE = MergeTree
-ORDER BY (cell, photo_id);
+ORDER BY (cell, photo_id)
+SETTINGS index_granularity = 1024;
