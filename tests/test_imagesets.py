@@ -283,8 +283,11 @@ def test_existing_sources_are_not_taken_for_image_sets(tmp_path: Path) -> None:
     assert parse_source(str(tsv)) is None  # an Unsplash-layout directory stays one
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists(),
-                    reason="Debian package dataset-fashion-mnist is not installed")
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+
+
+@pytest.mark.skipif(not FASHION_MNIST.exists() and not os.environ.get("CI"),
+                    reason="Debian package dataset-fashion-mnist is not installed (.ci/run installs it)")
 def test_real_fashion_mnist_subset(tmp_path: Path, capsys) -> None:
     """The first 400 test images of the real Fashion-MNIST (Debian dataset-fashion-mnist): converted,
     embedded by three encoders and evaluated; every encoder must beat chance by far."""
