@@ -2,7 +2,8 @@
 
 The files are plain ClickHouse SQL with `{name:Type}` parameters, so they run unchanged in
 `clickhouse-client --param_name=...`. clipsql adds two conveniences: parameters with a default
-in the header may be left out, and `model` defaults to the model searches use.
+in the header may be left out, and `table` (a model's embeddings table) is filled in from
+`--param model=M` or, by default, the model searches use.
 """
 
 from __future__ import annotations
@@ -42,12 +43,16 @@ def parse_param_args(pairs: list[str]) -> dict[str, str]:
 
 
 def run_query(db: Database, settings: Settings, name: str, params: dict[str, Any]) -> pa.Table:
+    """Run a named query. `table` (the model's embeddings table) is filled in from `--param model=M` or the
+    model searches use, so users name models, not tables."""
     query = get_query(name)
     given = dict(params)
     placeholders = query.placeholders
-    if "model" in placeholders and "model" not in given:
-        given["model"] = resolve_model(db, settings).name
+    model = None
+    if "table" in placeholders and "table" not in given:
+        model = resolve_model(db, settings, given.pop("model", None))
+        given["table"] = model.table
     bound = bind_parameters(query, given)
-    if bound.get("photo_id") and "model" in bound:
-        photo_vector(db, resolve_model(db, settings, bound["model"]), bound["photo_id"])  # clear error if missing
+    if bound.get("photo_id") and model is not None:
+        photo_vector(db, model, bound["photo_id"])  # a clear error if the photo has no vector
     return db.query_arrow(query.text.rstrip().rstrip(";"), bound)

@@ -8,7 +8,7 @@
 -- Parameters:
 --   keyword String  the search keyword (as in conversions.keyword, case-insensitive)
 --   k UInt32 = 10  how many photos
---   model String  embedding model; clipsql fills in the model its searches use
+--   table Identifier  the model's embeddings table, embeddings_<model>; clipsql fills it in (--param model=M)
 -- Columns: photo_id, distance, keyword_downloads
 WITH
     downloaded AS
@@ -20,14 +20,21 @@ WITH
     ),
     (
         SELECT sumForEach(arrayMap(x -> x * d.downloads, e.embedding))
-        FROM photo_embeddings AS e
+        FROM {table:Identifier} AS e
         INNER JOIN downloaded AS d ON d.photo_id = e.photo_id
-        WHERE e.model = {model:String}
-    ) AS centroid
-SELECT e.photo_id AS photo_id, cosineDistance(e.embedding, centroid) AS distance,
-       toUInt64(ifNull(d.downloads, 0)) AS keyword_downloads
-FROM photo_embeddings AS e
-LEFT JOIN downloaded AS d ON d.photo_id = e.photo_id
-WHERE e.model = {model:String} AND length(centroid) > 0
-ORDER BY distance, photo_id
-LIMIT {k:UInt32};
+    ) AS centroid,
+    nearest AS
+    (
+        SELECT photo_id, cosineDistance(embedding, centroid) AS distance
+        FROM
+        (
+            SELECT photo_id, embedding FROM {table:Identifier}
+            ORDER BY cosineDistance(embedding, centroid)
+            LIMIT {k:UInt32}
+        )
+        WHERE length(centroid) > 0
+    )
+SELECT n.photo_id AS photo_id, n.distance AS distance, toUInt64(ifNull(d.downloads, 0)) AS keyword_downloads
+FROM nearest AS n
+LEFT JOIN downloaded AS d ON d.photo_id = n.photo_id
+ORDER BY distance, photo_id;

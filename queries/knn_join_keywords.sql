@@ -9,18 +9,16 @@
 --   a_keyword String  keyword of set A
 --   b_keyword String  keyword of set B
 --   k UInt32 = 5  neighbours per A photo
---   model String  embedding model; clipsql fills in the model its searches use
+--   table Identifier  the model's embeddings table, embeddings_<model>; clipsql fills it in (--param model=M)
 -- Columns: a_photo_id, b_photo_id, distance
 WITH
     a AS (
-        SELECT photo_id, embedding FROM photo_embeddings
-        WHERE model = {model:String}
-          AND photo_id IN (SELECT photo_id FROM keywords WHERE lower(keyword) = lower({a_keyword:String}))
+        SELECT photo_id, embedding FROM {table:Identifier}
+        WHERE photo_id IN (SELECT photo_id FROM keywords WHERE lower(keyword) = lower({a_keyword:String}))
     ),
     b AS (
-        SELECT photo_id, embedding FROM photo_embeddings
-        WHERE model = {model:String}
-          AND photo_id IN (SELECT photo_id FROM keywords WHERE lower(keyword) = lower({b_keyword:String}))
+        SELECT photo_id, embedding FROM {table:Identifier}
+        WHERE photo_id IN (SELECT photo_id FROM keywords WHERE lower(keyword) = lower({b_keyword:String}))
     )
 SELECT a.photo_id AS a_photo_id, b.photo_id AS b_photo_id, cosineDistance(a.embedding, b.embedding) AS distance
 FROM a CROSS JOIN b

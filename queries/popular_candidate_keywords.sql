@@ -9,18 +9,22 @@
 --   photo_id String  the target photo
 --   k UInt32 = 10  how many neighbours are candidates
 --   n UInt32 = 5  how many keywords
---   model String  embedding model; clipsql fills in the model its searches use
+--   table Identifier  the model's embeddings table, embeddings_<model>; clipsql fills it in (--param model=M)
 -- Columns: keyword, downloads
 WITH
     (
-        SELECT any(embedding) FROM photo_embeddings
-        WHERE model = {model:String} AND photo_id = {photo_id:String}
+        SELECT embedding FROM {table:Identifier} WHERE photo_id = {photo_id:String} LIMIT 1
     ) AS target,
     neighbours AS
     (
         SELECT photo_id, cosineDistance(embedding, target) AS distance
-        FROM photo_embeddings
-        WHERE model = {model:String} AND photo_id != {photo_id:String}
+        FROM
+        (
+            SELECT photo_id, embedding FROM {table:Identifier}
+            ORDER BY cosineDistance(embedding, target)
+            LIMIT {k:UInt32} + 1
+        )
+        WHERE photo_id != {photo_id:String}
         ORDER BY distance, photo_id
         LIMIT {k:UInt32}
     ),

@@ -2,26 +2,32 @@
 --
 -- The tutorial's first analytics step: take the k photos whose image vectors are closest to
 -- the target photo's (cosine distance, the target itself excluded) and count how often each
--- was downloaded according to the conversions table.
+-- was downloaded according to the conversions table. The neighbours come from the model's
+-- HNSW index (ORDER BY the distance to a constant vector, LIMIT k + 1) and are re-scored with
+-- the stored vectors; without an index the same statement is an exact scan.
 --
 -- Parameters:
 --   photo_id String  the target photo
 --   k UInt32 = 10  how many neighbours
---   model String  embedding model; clipsql fills in the model its searches use
+--   table Identifier  the model's embeddings table, embeddings_<model>; clipsql fills it in (--param model=M)
 -- Columns: photo_id, downloads
 --
 -- Example: clickhouse-client --param_photo_id=XMyPniM9LF0 --param_k=10 \
---            --param_model=openai/clip-vit-base-patch32 --queries-file queries/similar_downloads.sql
+--            --param_table=embeddings_openai_clip_vit_base_patch32 --queries-file queries/similar_downloads.sql
 WITH
     (
-        SELECT any(embedding) FROM photo_embeddings
-        WHERE model = {model:String} AND photo_id = {photo_id:String}
+        SELECT embedding FROM {table:Identifier} WHERE photo_id = {photo_id:String} LIMIT 1
     ) AS target,
     neighbours AS
     (
         SELECT photo_id, cosineDistance(embedding, target) AS distance
-        FROM photo_embeddings
-        WHERE model = {model:String} AND photo_id != {photo_id:String}
+        FROM
+        (
+            SELECT photo_id, embedding FROM {table:Identifier}
+            ORDER BY cosineDistance(embedding, target)
+            LIMIT {k:UInt32} + 1
+        )
+        WHERE photo_id != {photo_id:String}
         ORDER BY distance, photo_id
         LIMIT {k:UInt32}
     )

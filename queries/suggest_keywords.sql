@@ -9,20 +9,19 @@
 --   photo_id String = ''  one photo to suggest keywords for ('' for every untagged photo)
 --   k UInt32 = 10  neighbours that vote
 --   n UInt32 = 5  keywords per photo
---   model String  embedding model; clipsql fills in the model its searches use
+--   table Identifier  the model's embeddings table, embeddings_<model>; clipsql fills it in (--param model=M)
 -- Columns: photo_id, keyword, score, votes
 WITH
     tagged AS (SELECT DISTINCT photo_id FROM keywords),
     asked AS
     (
-        SELECT photo_id, embedding FROM photo_embeddings
-        WHERE model = {model:String}
-          AND if({photo_id:String} = '', photo_id NOT IN (SELECT photo_id FROM tagged), photo_id = {photo_id:String})
+        SELECT photo_id, embedding FROM {table:Identifier}
+        WHERE if({photo_id:String} = '', photo_id NOT IN (SELECT photo_id FROM tagged), photo_id = {photo_id:String})
     ),
     voters AS
     (
-        SELECT photo_id, embedding FROM photo_embeddings
-        WHERE model = {model:String} AND photo_id IN (SELECT photo_id FROM tagged)
+        SELECT photo_id, embedding FROM {table:Identifier}
+        WHERE photo_id IN (SELECT photo_id FROM tagged)
     ),
     neighbours AS
     (

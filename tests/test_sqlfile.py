@@ -29,21 +29,21 @@ def test_every_sql_file_parses_and_has_a_header() -> None:
 
 def test_defaults_and_conversion() -> None:
     query = parse_sql_file(next(q.path for q in list_queries() if q.name == "popular_candidate_keywords"))
-    bound = bind_parameters(query, {"photo_id": "abc", "model": "m"})
-    assert bound == {"photo_id": "abc", "model": "m", "k": 10, "n": 5}
-    assert bind_parameters(query, {"photo_id": "x", "model": "m", "k": "3"})["k"] == 3
+    bound = bind_parameters(query, {"photo_id": "abc", "table": "m"})
+    assert bound == {"photo_id": "abc", "table": "m", "k": 10, "n": 5}
+    assert bind_parameters(query, {"photo_id": "x", "table": "m", "k": "3"})["k"] == 3
 
 
 def test_binding_errors_name_the_parameter() -> None:
     query = parse_sql_file(next(q.path for q in list_queries() if q.name == "similar_downloads"))
     with pytest.raises(UsageError, match="missing parameter photo_id"):
-        bind_parameters(query, {"model": "m"})
+        bind_parameters(query, {"table": "m"})
     with pytest.raises(UsageError, match="unknown parameter"):
-        bind_parameters(query, {"photo_id": "a", "model": "m", "kk": "1"})
+        bind_parameters(query, {"photo_id": "a", "table": "m", "kk": "1"})
     with pytest.raises(UsageError, match="parameter k: '-1' is not a valid UInt32"):
-        bind_parameters(query, {"photo_id": "a", "model": "m", "k": "-1"})
+        bind_parameters(query, {"photo_id": "a", "table": "m", "k": "-1"})
     with pytest.raises(UsageError, match="not a valid UInt32"):
-        bind_parameters(query, {"photo_id": "a", "model": "m", "k": "ten"})
+        bind_parameters(query, {"photo_id": "a", "table": "m", "k": "ten"})
 
 
 def test_convert_value_types() -> None:
