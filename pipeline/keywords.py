@@ -22,7 +22,7 @@ from .db import Database
 from .encoders import Encoder
 from .errors import NotFoundError, UsageError
 from .fsutil import atomic_write_parquet
-from .search import LoadedModel
+from .search import LoadedModel, vector_param
 from .store import EmbeddingStore
 
 KEYWORD_SCHEMA = pa.schema([("keyword", pa.string()), ("embedding", pa.list_(pa.float32())),
@@ -85,7 +85,7 @@ def nearest_keywords(db: Database, model: LoadedModel, vector: np.ndarray, k: in
         raise UsageError(f"-k must be at least 1, got {k}")
     table = require_keyword_table(db, model)
     nearest = db.query_arrow(db.sql("search/nearest_keywords.sql").text,
-                             {"table": table, "q": [float(x) for x in vector], "exclude": exclude, "k": k})
+                             {"table": table, "q": vector_param(vector), "exclude": exclude, "k": k})
     counts = db.query_arrow(db.sql("search/keyword_photos.sql").text,
                             {"keywords": nearest["keyword"].to_pylist(), "photo_id": photo_id})
     joined = nearest.join(counts, keys="keyword", join_type="left outer")

@@ -33,6 +33,7 @@ from .schemas import TABLES
 from .store import EmbeddingStore, HashStore, stored_models
 
 INSERT_CHUNK = 200_000
+SEARCH_DETAILS = ["photo_image_url", "photo_description", "photographer_username"]
 STAGE_PREFIX = "_stage_"
 
 
@@ -158,6 +159,15 @@ def _valid_vector_rows(vectors: pa.ChunkedArray, dim: int) -> np.ndarray:
     return ok
 
 
+def _with_photo_details(vectors: pa.Table, photos_path) -> pa.Table:
+    """Copy what a search result shows (URL, description, photographer) next to each vector."""
+    details = pq.read_table(photos_path, columns=["photo_id", *SEARCH_DETAILS])
+    rows = pc.index_in(vectors["photo_id"], value_set=details["photo_id"].combine_chunks())
+    for name in SEARCH_DETAILS:  # an Arrow join cannot carry the list column along, so take by position
+        vectors = vectors.append_column(name, pc.fill_null(details[name].take(rows), ""))
+    return vectors
+
+
 def _ivf_cells(vectors: pa.Table, dim: int, params: IndexParams, stats: dict) -> tuple[pa.Table | None, pa.Table]:
     """k-means centroids as a table, and the vectors with their `cell` column (0 everywhere without IVF)."""
     lists = ivf.default_lists(vectors.num_rows) if params.ivf_lists is None else params.ivf_lists
@@ -231,6 +241,7 @@ def load_embeddings(db: Database, settings: Settings, store: EmbeddingStore, pho
     db.command("DROP TABLE IF EXISTS {t:Identifier} SYNC", {"t": stage})
     db.run_file("tables/embeddings.sql", {"table": stage, "dim": dim})
     centroids, vectors = _ivf_cells(vectors, dim, params, stats)
+    vectors = _with_photo_details(vectors, settings.paths().parquet / "photos.parquet")
     _insert(db, stage, vectors, f"load {store.slug}")
     failpoint("load.vectors_inserted")
     stats.update(build_vector_index(db, stage, dim, params, get_dialect(settings.dialect, db)))

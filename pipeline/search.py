@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from .config import Settings
 from .db import Database
@@ -154,6 +153,12 @@ def text_vector(encoder: Encoder, texts: list[str], minus: list[str] | None = No
     return (combined / norm).astype(np.float32)
 
 
+def vector_param(vector: np.ndarray) -> str:
+    """A float32 vector as ClickHouse array text for a `{q:Array(Float32)}` parameter. Nine
+    significant digits round-trip float32 exactly; one string binds faster than 512 floats."""
+    return "[" + ",".join(f"{x:.9g}" for x in np.asarray(vector, dtype=np.float32).tolist()) + "]"
+
+
 def vector_index_exists(db: Database, table: str) -> bool:
     return db_dialect(db).index_ready(db, table)
 
@@ -190,20 +195,6 @@ def compose_statement(db: Database, candidates: str, metric: str, index_metric: 
                          {**template, "candidates": Fragment(fill_template(inner, template))})
 
 
-def _details(db: Database, ids: list[str]) -> pa.Table:
-    if not ids:
-        return pa.table({"photo_id": pa.array([], pa.string()), **{c: pa.array([], pa.string()) for c in DETAIL_COLUMNS}})
-    return db.query_arrow(db.sql("search/photo_details.sql").text, {"ids": ids})
-
-
-def with_details(db: Database, scored: pa.Table) -> list[dict[str, Any]]:
-    """Attach what a result shows about each photo (one primary-key lookup), nearest first."""
-    details = _details(db, scored["photo_id"].to_pylist())
-    joined = scored.join(details, keys="photo_id", join_type="left outer")
-    joined = joined.sort_by([("distance", "ascending"), ("photo_id", "ascending")])
-    return joined.select(["photo_id", "distance", *DETAIL_COLUMNS]).to_pylist()
-
-
 def nearest(db: Database, model: LoadedModel, vector: np.ndarray, options: SearchOptions,
             index_metric: str | None = None) -> SearchResult:
     """The k nearest (or all within the radius) photos to `vector` that pass the selection."""
@@ -215,8 +206,7 @@ def nearest(db: Database, model: LoadedModel, vector: np.ndarray, options: Searc
     method = choose_method(db, model, options.method)
     where, params = options.within.condition()
     radius = NO_RADIUS if options.radius is None else float(options.radius)
-    base = {"table": model.table, "q": [float(x) for x in vector], "exclude": options.exclude, "radius": radius,
-            **params}
+    base = {"table": model.table, "q": vector_param(vector), "exclude": options.exclude, "radius": radius, **params}
     warnings: list[str] = []
     filtered = not options.within.is_all or options.radius is not None
     if method != "exact":
@@ -265,7 +255,7 @@ def nearest(db: Database, model: LoadedModel, vector: np.ndarray, options: Searc
         passing = passing.slice(0, options.k)
         if passing.num_rows < options.k and not options.within.is_all:
             warnings.append(f"only {passing.num_rows} photos match {options.within.describe()}; asked for {options.k}")
-    rows = with_details(db, passing.select(["photo_id", "distance"]))
+    rows = passing.select(["photo_id", "distance", *DETAIL_COLUMNS]).to_pylist()
     return SearchResult(rows, model, plan, warnings, round(time.perf_counter() - started, 4))
 
 

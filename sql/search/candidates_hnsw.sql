@@ -10,7 +10,7 @@
 --   table Identifier  the model's embeddings table, embeddings_<model>
 --   q Array(Float32)  the query vector
 --   fetch UInt32  how many candidates
-SELECT photo_id, embedding, ${index_metric}(embedding, {q:Array(Float32)}) AS index_distance
+SELECT photo_id, embedding, photo_image_url, photo_description, photographer_username, ${index_metric}(embedding, {q:Array(Float32)}) AS index_distance
 FROM {table:Identifier}
 ORDER BY index_distance
 LIMIT {fetch:UInt32}

@@ -11,7 +11,7 @@
 --   q Array(Float32)  the query vector
 --   nprobe UInt32  how many cells to scan
 --   fetch UInt32  how many candidates
-SELECT photo_id, embedding
+SELECT photo_id, embedding, photo_image_url, photo_description, photographer_username
 FROM {table:Identifier}
 WHERE cell IN (
     SELECT cell FROM {centroids:Identifier}
@@ -20,4 +20,4 @@ WHERE cell IN (
 )
 ORDER BY cosineDistance(embedding, {q:Array(Float32)}), photo_id
 LIMIT {fetch:UInt32}
-SETTINGS use_skip_indexes = 0
+SETTINGS use_skip_indexes = 0, local_filesystem_read_method = 'mmap', min_bytes_to_use_mmap_io = 1
