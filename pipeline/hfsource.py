@@ -19,7 +19,7 @@ import pyarrow.csv as pacsv
 
 from .config import DEFAULT_MODEL, Settings
 from .errors import SourceError
-from .fsutil import atomic_write_json, atomic_write_parquet
+from .fsutil import atomic_write_json, atomic_write_parquet, read_json, table_digest
 from .report import StageReport
 from .schemas import TABLE_SCHEMAS, TABLES
 from .store import EmbeddingStore
@@ -118,8 +118,14 @@ def extract_hf(settings: Settings, source: str, limit: int | None) -> StageRepor
     }, schema=TABLE_SCHEMAS["conversions"])
 
     tables = {"photos": photos, "conversions": conversions}
+    previous = (read_json(paths.parquet / "_manifest.json", {}) or {}).get("digests", {})
+    digests = {}
     for table in TABLES:
-        atomic_write_parquet(paths.parquet / f"{table}.parquet", tables.get(table, TABLE_SCHEMAS[table].empty_table()))
+        data = tables.get(table, TABLE_SCHEMAS[table].empty_table())
+        digests[table] = table_digest(data)
+        path = paths.parquet / f"{table}.parquet"
+        if previous.get(table) != digests[table] or not path.exists():  # unchanged files keep their
+            atomic_write_parquet(path, data)  # fingerprint, so load does not rebuild the same tables
 
     store = EmbeddingStore(paths.embeddings, DEFAULT_MODEL)
     store.ensure_meta(CLIP_DIM, "precomputed")
@@ -144,5 +150,6 @@ def extract_hf(settings: Settings, source: str, limit: int | None) -> StageRepor
                       "vectors_added": vectors.num_rows, "model": store.model}
     report.notes.append(f"{vectors.num_rows} precomputed vectors stored as model {store.model}")
     atomic_write_json(paths.parquet / "_manifest.json", {"version": f"hf:{reference}", "source": source, "limit": limit,
+                                                          "digests": digests,
                                                           "extracted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return report.finish()

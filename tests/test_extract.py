@@ -746,6 +746,8 @@ def test_hf_source_runs_without_computing_vectors(capsys, hf_cache, tmp_path: Pa
     again = run_cli(capsys, "run", "--source", f"hf:{release.directory}", "--data-dir", data_dir)
     assert again.code == 0, again.err
     assert report(data_dir)["details"]["vectors_added"] == 0
+    load_report = report(data_dir, "load")
+    assert load_report["out"] == 0 and load_report["skipped"] == load_report["in"]  # nothing reloaded or rebuilt
     store = EmbeddingStore(data_dir / "embeddings", DEFAULT_MODEL)
     assert store.read_all().num_rows == len(release.good)
     with database(data_dir) as db:
