@@ -219,7 +219,7 @@ class ChdbBench:
     # -- analytics ------------------------------------------------------------------------------------
     def analytics(self, data: Dataset, table: str, model: str, conversions: int, queries: int) -> dict[str, Any]:
         """queries/similar_downloads.sql (top-10 neighbours joined with the conversions) as `clipsql query` runs it."""
-        from pipeline.queries import get_query, run_query
+        from pipeline.queries import run_query
 
         arrow, downloads = conversions_table(data.ids, conversions)
         self.drop("conversions")
@@ -235,13 +235,8 @@ class ChdbBench:
         def via_file(photo_id: str) -> pa.Table:
             return run_query(self.db, self.settings, "similar_downloads", {"photo_id": photo_id, "k": K, "model": model})
 
-        direct_sql = get_query("similar_downloads").text.replace("photo_embeddings", table).rstrip().rstrip(";")
-
-        def direct(photo_id: str) -> pa.Table:
-            return self.db.query_arrow(direct_sql, {"photo_id": photo_id, "k": K, "model": model})
-
         out: dict[str, Any] = {"conversions": conversions, "conversions_load_s": round(load_s, 3)}
-        for name, fn in (("queries/similar_downloads.sql", via_file), ("same SQL on the model's table", direct)):
+        for name, fn in (("queries/similar_downloads.sql", via_file),):
             fn(targets[0])
             timings = []
             for photo_id in targets:
