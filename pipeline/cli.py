@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="set A as a selection (keyword:lake, collection:..., country:..., ids:a,b; default all "
                            "photos); repeat to intersect")
     join.add_argument("--b", action="append", metavar="KIND:VALUE", help="set B, the same way (default all photos)")
+    join.add_argument("--b-data-dir", metavar="DIR",
+                      help="set B: every photo of another clipsql data directory (an image set extracted and "
+                           "embedded there with the same model)")
     join_predicate = join.add_mutually_exclusive_group()
     join_predicate.add_argument("-k", type=_positive_int, help="kNN join: the k nearest B photos of each A photo "
                                 "(default 10)")
@@ -375,7 +378,8 @@ def cmd_join(args: argparse.Namespace, settings: Settings) -> int:
 
     spec = JoinSpec(a=parse_selection(args.a or [], allow_sql=True), b=parse_selection(args.b or [], allow_sql=True),
                     k=None if args.radius is not None else (args.k or 10), radius=args.radius, metric=args.metric,
-                    method=args.method, batch_size=args.batch_size)
+                    method=args.method, batch_size=args.batch_size,
+                    b_data_dir=Path(args.b_data_dir).expanduser() if args.b_data_dir else None)
     started = time.perf_counter()
     with open_database(settings) as db:
         model = resolve_model(db, settings, args.model)
@@ -387,7 +391,8 @@ def cmd_join(args: argparse.Namespace, settings: Settings) -> int:
             table = pa.Table.from_batches(list(pairs), schema=PAIR_SCHEMA)
             count = table.num_rows
             emit(table, args.format)
-    log.info("join of %s with %s (%s, %s, %s): %d pairs in %.2f s", spec.a.describe(), spec.b.describe(),
+    b_text = f"the photos of {spec.b_data_dir}" if spec.b_data_dir else spec.b.describe()
+    log.info("join of %s with %s (%s, %s, %s): %d pairs in %.2f s", spec.a.describe(), b_text,
              f"k={spec.k}" if spec.k else f"radius={spec.radius}", spec.metric, spec.method, count,
              time.perf_counter() - started)
     return 0

@@ -1,6 +1,8 @@
 """Similarity joins (system 5): every photo of set A with its neighbours in set B.
 
-Sets are selections (`keyword:lake`, `collection:...`, all photos). Two plans:
+Sets are selections (`keyword:lake`, `collection:...`, all photos); set B may also be every
+photo of another data directory (a separately loaded image set, embedded with the same model).
+Two plans:
 
 - `exact` streams A from the database in batches and compares each batch with all of B held as
   one float32 matrix (B's vectors come out of ClickHouse once, as Arrow). One matrix product per
@@ -27,11 +29,12 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .db import Database
-from .errors import UsageError
+from .errors import NotFoundError, UsageError
 from .fsutil import atomic_write
 from .search import METRICS, LoadedModel, SearchOptions, nearest
 from .selection import Selection
 from .sqlfile import fill_template
+from .store import EmbeddingStore
 
 PAIR_SCHEMA = pa.schema([("a_photo_id", pa.string()), ("b_photo_id", pa.string()), ("rank", pa.uint32()),
                          ("distance", pa.float32())])
@@ -47,6 +50,7 @@ class JoinSpec:
     metric: str = "cosine"
     method: str = "exact"
     batch_size: int = 512
+    b_data_dir: Path | None = None  # set B from another data directory's stored vectors
 
     def check(self) -> None:
         if (self.k is None) == (self.radius is None):
@@ -59,6 +63,9 @@ class JoinSpec:
             raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.method not in JOIN_METHODS:
             raise UsageError(f"--method must be one of {', '.join(JOIN_METHODS)}, got {self.method!r}")
+        if self.b_data_dir is not None and (self.method != "exact" or not self.b.is_all):
+            raise UsageError("--b-data-dir joins with every stored vector of that data directory: use it with "
+                             "--method exact and without --b")
 
 
 def _vectors_sql(db: Database, selection: Selection, prefix: str) -> tuple[str, dict]:
@@ -77,6 +84,20 @@ def read_set(db: Database, model: LoadedModel, selection: Selection, prefix: str
     """All photo ids and vectors of a selection, as numpy arrays (ids sorted)."""
     sql, params = _vectors_sql(db, selection, prefix)
     table = db.query_arrow(sql, {"table": model.table, **params})
+    return np.asarray(table["photo_id"].to_pylist(), dtype=object), _matrix(table, model.dim)
+
+
+def read_external_set(data_dir: Path, model: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
+    """The stored vectors of `model` in another data directory (a separately loaded image set)."""
+    store = EmbeddingStore(Path(data_dir) / "embeddings", model.name)
+    meta = store.meta()
+    if meta is None:
+        raise NotFoundError(f"--b-data-dir {data_dir}: no vectors of model {model.name} there; run `clipsql embed "
+                            f"--model {model.name} --data-dir {data_dir}` first")
+    if int(meta["dim"]) != model.dim:
+        raise UsageError(f"--b-data-dir {data_dir}: its {model.name} vectors have {meta['dim']} dimensions, "
+                         f"this database's have {model.dim}")
+    table = store.read_all()
     return np.asarray(table["photo_id"].to_pylist(), dtype=object), _matrix(table, model.dim)
 
 
@@ -122,9 +143,13 @@ def _range_block(a_ids: np.ndarray, b_ids: np.ndarray, dist: np.ndarray, radius:
 
 
 def exact_join(db: Database, model: LoadedModel, spec: JoinSpec) -> Iterator[pa.RecordBatch]:
-    b_ids, b = read_set(db, model, spec.b, "b")
+    if spec.b_data_dir is not None:
+        b_ids, b = read_external_set(spec.b_data_dir, model)
+        b_position = pd.Index([])  # another collection: no photo of A is one of B's
+    else:
+        b_ids, b = read_set(db, model, spec.b, "b")
+        b_position = pd.Index(b_ids)
     b_sq = np.einsum("ij,ij->i", b, b)
-    b_position = pd.Index(b_ids)
     sql, params = _vectors_sql(db, spec.a, "a")
     total = int(db.command(f"SELECT count() FROM ({sql})", {"table": model.table, **params}))
     pending_ids: list[np.ndarray] = []

@@ -109,3 +109,29 @@ def test_join_needs_one_predicate_and_valid_sets(vdb: VectorDb, capsys) -> None:
     assert result.code == 2 and "unknown kind 'shape'" in result.err
     result = run_cli(capsys, "join", "--a", "keyword:no-such-keyword", "--format", "json", "--data-dir", vdb.data_dir)
     assert result.code == 0 and result.json() == []
+
+
+def test_join_with_a_separately_loaded_image_set(vdb: VectorDb, capsys, tmp_path: Path) -> None:
+    """Set B is another data directory's vectors of the same model (e.g. a labelled folder)."""
+    from pipeline.store import EmbeddingStore
+    from tests.fixtures.vectors import clustered_unit_vectors, embedding_table
+
+    other = tmp_path / "other-set"
+    ids = [f"other-{i:03d}" for i in range(30)]
+    vectors = clustered_unit_vectors(30, 24, 5, seed=99)
+    store = EmbeddingStore(other / "embeddings", vdb.model)
+    store.ensure_meta(24, "synthetic")
+    store.write_embeddings(embedding_table(vdb.model, ids, vectors))
+    first, _ = _two_keywords(vdb)
+    a_ids = _ids_with_keyword(vdb, first)
+    a = np.array([vdb.vector(i) for i in a_ids], dtype=np.float64)
+    dist = 1 - a @ vectors.astype(np.float64).T
+    expected = [(a_id, ids[j]) for i, a_id in enumerate(a_ids) for j in np.argsort(dist[i], kind="stable")[:2]]
+    result = run_cli(capsys, "join", "--a", f"keyword:{first}", "--b-data-dir", other, "-k", "2", "--format", "json",
+                     "--data-dir", vdb.data_dir)
+    assert result.code == 0, result.err
+    assert [(r["a_photo_id"], r["b_photo_id"]) for r in result.json()] == expected
+    result = run_cli(capsys, "join", "--b-data-dir", tmp_path / "nothing", "--data-dir", vdb.data_dir)
+    assert result.code == 6 and "no vectors of model" in result.err
+    result = run_cli(capsys, "join", "--b-data-dir", other, "--method", "index", "--data-dir", vdb.data_dir)
+    assert result.code == 2 and "--b-data-dir joins with every stored vector" in result.err
