@@ -185,12 +185,13 @@ def choose_method(db: Database, model: LoadedModel, requested: str) -> str:
 
 
 def compose_statement(db: Database, candidates: str, metric: str, index_metric: str, where: Fragment,
-                      search_settings: dict[str, int] | None = None) -> str:
+                      search_settings: dict[str, int] | None = None, ranged: bool = False) -> str:
     """nearest.sql around one candidates_*.sql, with clipsql's own names, numbers and fragments filled in."""
     inner = db.sql(f"search/candidates_{candidates}.sql").statements()[0]
     clause = ", ".join(f"{name} = {int(value)}" for name, value in (search_settings or {}).items())
+    within_radius = f"{METRICS[metric]}(embedding, {{q:Array(Float32)}}) <= {{radius:Float64}}" if ranged else "1"
     template = {"metric": METRICS[metric], "index_metric": index_metric, "filter": where,
-                "settings": Fragment(f"SETTINGS {clause}" if clause else "")}
+                "settings": Fragment(f"SETTINGS {clause}" if clause else ""), "within_radius": Fragment(within_radius)}
     return fill_template(db.sql("search/nearest.sql").statements()[0],
                          {**template, "candidates": Fragment(fill_template(inner, template))})
 
@@ -247,7 +248,7 @@ def nearest(db: Database, model: LoadedModel, vector: np.ndarray, options: Searc
             fetch = min(fetch * 4, options.max_fetch)
     if method == "exact":
         limit = options.k if options.radius is None else 2**62
-        sql = compose_statement(db, "exact", options.metric, index_metric, where)
+        sql = compose_statement(db, "exact", options.metric, index_metric, where, ranged=options.radius is not None)
         scored = db.query_arrow(sql, {**base, "fetch": limit})
         passing = scored.filter(scored["passes"])
         plan = "exact: full scan" + (" of the selection" if not options.within.is_all else "")

@@ -3,7 +3,8 @@
 --
 -- The embeddings table is sorted by (cell, photo_id), so `cell IN (...)` reads only the
 -- granules of the probed cells; this needs no vector index and runs on any ClickHouse
--- (use_skip_indexes = 0 keeps an HNSW index on the same table out of it).
+-- (use_skip_indexes = 0 keeps an HNSW index on the same table out of it; reads as in
+-- candidates_exact.sql).
 --
 -- Parameters:
 --   table Identifier  the model's embeddings table, embeddings_<model>
@@ -20,4 +21,4 @@ WHERE cell IN (
 )
 ORDER BY cosineDistance(embedding, {q:Array(Float32)}), photo_id
 LIMIT {fetch:UInt32}
-SETTINGS use_skip_indexes = 0, local_filesystem_read_method = 'mmap', min_bytes_to_use_mmap_io = 1
+SETTINGS use_skip_indexes = 0, local_filesystem_read_method = 'mmap', min_bytes_to_use_mmap_io = 1, checksum_on_read = 0
