@@ -87,9 +87,6 @@ class Database:
         """A fact the user stated (e.g. --dialect): never looked up."""
         self._facts[key] = (float("inf"), value)
 
-    def forget_facts(self) -> None:
-        self._facts.clear()
-
     @property
     def is_embedded(self) -> bool:
         return self.dsn.startswith("chdb:")

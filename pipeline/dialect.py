@@ -23,8 +23,6 @@ from .errors import DatabaseError, UsageError
 from .resources import sql_dir
 from .sqlfile import fill_template, parse_sql_file
 
-INDEX_NAME = "vec"
-
 
 @dataclass(frozen=True)
 class Dialect:
