@@ -70,6 +70,13 @@ class PartDirectory:
     def _parts(self, prefix: str) -> list[Path]:
         return sorted(self.dir.glob(f"{prefix}-*.parquet")) if self.dir.is_dir() else []
 
+    def _latest(self, prefix: str, schema: pa.Schema, time_column: str) -> pa.Table:
+        """The newest row per photo across all parts with this prefix."""
+        parts = self._parts(prefix)
+        if not parts:
+            return schema.empty_table()
+        return _latest_per_photo(pq.read_table(parts, schema=schema), time_column)
+
     def _write(self, prefix: str, table: pa.Table) -> Path | None:
         if table.num_rows == 0:
             return None
@@ -92,10 +99,7 @@ class HashStore(PartDirectory):
 
     def read_all(self) -> pa.Table:
         """The newest hash per photo."""
-        parts = self._parts("part")
-        if not parts:
-            return HASH_SCHEMA.empty_table()
-        return _latest_per_photo(pq.read_table(parts, schema=HASH_SCHEMA), "hashed_at")
+        return self._latest("part", HASH_SCHEMA, "hashed_at")
 
     def fingerprint(self) -> str:
         latest = self.read_all()
@@ -182,10 +186,7 @@ class EmbeddingStore(PartDirectory):
 
     def read_all(self) -> pa.Table:
         """Every photo's newest vector."""
-        parts = self._parts("part")
-        if not parts:
-            return EMBEDDING_SCHEMA.empty_table()
-        return _latest_per_photo(pq.read_table(parts, schema=EMBEDDING_SCHEMA), "embedded_at")
+        return self._latest("part", EMBEDDING_SCHEMA, "embedded_at")
 
     def fingerprint(self) -> str:
         """Changes when any photo's current vector changes (not when parts are merged by gc):
